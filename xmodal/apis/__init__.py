@@ -1,0 +1,1 @@
+"""Programmatic entry points behind tools/train.py and tools/test.py."""

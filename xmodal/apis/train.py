@@ -1,0 +1,46 @@
+"""``tools/train.py CONFIG``: train any xmodal config on mmengine's Runner."""
+
+from __future__ import annotations
+
+import argparse
+
+from mmengine.config import DictAction
+from mmengine.runner import Runner
+
+import xmodal.engine  # noqa: F401  (atomic checkpoint writes, trusted loading)
+from xmodal.apis.config import enable_amp, load_config
+
+
+def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(description="Train a model or run a distillation recipe.")
+    parser.add_argument("config", help="config file, e.g. configs/digits_av/teacher_fusion.py")
+    parser.add_argument("--work-dir", help="where logs and checkpoints go (default: work_dirs/<config name>)")
+    parser.add_argument("--resume", nargs="?", const="auto", default=None,
+                        help="resume from the latest checkpoint in the work dir, or from the given file")
+    parser.add_argument("--amp", action="store_true", help="mixed precision (fp16 on CUDA, bf16 on CPU)")
+    parser.add_argument("--cfg-options", nargs="+", action=DictAction, help="override config keys: key=value ...")
+    parser.add_argument("--launcher", choices=["none", "pytorch", "slurm", "mpi"], default="none")
+    parser.add_argument("--local-rank", "--local_rank", type=int, default=0)
+    return parser.parse_args(argv)
+
+
+def build_runner(args: argparse.Namespace) -> Runner:
+    cfg = load_config(args.config, args.cfg_options, args.work_dir, args.launcher)
+    if args.amp:
+        enable_amp(cfg)
+    if args.resume == "auto":
+        cfg.resume = True
+        cfg.load_from = None
+    elif args.resume is not None:
+        cfg.resume = True
+        cfg.load_from = args.resume
+    return Runner.from_cfg(cfg)
+
+
+def main(argv: list[str] | None = None) -> None:
+    runner = build_runner(parse_args(argv))
+    runner.train()
+
+
+if __name__ == "__main__":
+    main()

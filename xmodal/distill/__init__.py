@@ -1,0 +1,6 @@
+from xmodal.distill.connectors import ConvConnector, LinearConnector
+from xmodal.distill.distiller import Distiller
+from xmodal.distill.losses import KDLoss
+from xmodal.distill.recorder import FeatureRecorder
+
+__all__ = ["ConvConnector", "Distiller", "FeatureRecorder", "KDLoss", "LinearConnector"]

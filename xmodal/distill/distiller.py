@@ -1,0 +1,166 @@
+"""The generic Distiller: one trainable student, frozen teachers, a list of weighted loss terms.
+
+A loss term is one dict in the config::
+
+    dict(type="KDLoss", weight=1.0, student="logits", teacher="t_fusion.logits", temperature=4.0)
+
+``student`` / ``teacher`` name what the loss compares: an output key of the model (``logits``,
+``embedding``) or, failing that, a module path whose output is recorded with a forward hook
+(``"fusion.fc1"``). Teacher references start with the teacher's name. Every reference is checked
+when the Distiller is built. Total loss = task_loss_weight · student task loss + Σ weight · term,
+each term logged under its own name.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import difflib
+import inspect
+
+import torch
+from mmengine.config import Config
+from mmengine.model import BaseModel
+from torch import nn
+
+from xmodal.distill.recorder import FeatureRecorder
+from xmodal.engine.checkpoint import load_weights, resolve_checkpoint
+from xmodal.registry import MODELS
+
+_TERM_KEYS = ("type", "weight", "student", "teacher", "name", "connector")
+
+
+@dataclasses.dataclass
+class LossTerm:
+    name: str
+    weight: float
+    student_key: str
+    teacher: str
+    teacher_key: str
+    wants_target: bool
+
+
+def build_teacher(name: str, spec: dict) -> nn.Module:
+    """``spec``: ``model`` (a model config) or ``config`` (a training config file whose ``model``
+    is used), plus ``checkpoint`` (a file, or the teacher's work dir to take its best_*.pth)."""
+    if not isinstance(spec, dict) or ("model" not in spec) == ("config" not in spec):
+        raise ValueError(f"teacher '{name}': expected dict(model=<model config>) or dict(config='file.py'), "
+                         f"plus checkpoint=...; got {spec!r}")
+    model_cfg = spec["model"] if "model" in spec else Config.fromfile(spec["config"]).model
+    teacher = MODELS.build(model_cfg)
+    checkpoint = spec.get("checkpoint")
+    if checkpoint is None:
+        if not spec.get("allow_random_init", False):
+            raise ValueError(f"teacher '{name}' has no 'checkpoint': train the teacher first and set "
+                             f"checkpoint to its best_*.pth or work dir (or allow_random_init=True for tests)")
+    else:
+        load_weights(teacher, resolve_checkpoint(checkpoint), what=f"teacher '{name}'")
+    teacher.eval()
+    teacher.requires_grad_(False)
+    return teacher
+
+
+def _output_or_module(model: nn.Module, key: str, owner: str) -> str:
+    """'output' if ``key`` is one of the model's output keys, 'module' if it is a module path."""
+    if key in getattr(model, "output_keys", ()):
+        return "output"
+    names = [n for n, _ in model.named_modules() if n]
+    if key in names:
+        return "module"
+    choices = list(getattr(model, "output_keys", ())) + names
+    near = difflib.get_close_matches(key, choices, n=5, cutoff=0.4)
+    raise KeyError(f"{owner}: '{key}' is neither an output key {list(getattr(model, 'output_keys', ()))} "
+                   f"nor a module path; nearest: {near}")
+
+
+@MODELS.register_module()
+class Distiller(BaseModel):
+    """Student + frozen teachers + loss terms. ``mode="predict"``/``"tensor"`` run the student only."""
+
+    def __init__(self, student: dict, teachers: dict[str, dict], losses: list[dict], task_loss_weight: float = 1.0,
+                 data_preprocessor: dict | None = None, init_cfg: dict | None = None) -> None:
+        super().__init__(data_preprocessor=data_preprocessor, init_cfg=init_cfg)
+        self.student = MODELS.build(student)
+        self.teachers = nn.ModuleDict({name: build_teacher(name, spec) for name, spec in teachers.items()})
+        self.task_loss_weight = float(task_loss_weight)
+        self.loss_modules = nn.ModuleList()
+        self.connectors = nn.ModuleDict()
+        self.terms = [self._add_term(i, dict(cfg)) for i, cfg in enumerate(losses)]
+        self._student_recorder = FeatureRecorder(
+            self.student, sorted({t.student_key for t in self.terms if self._is_module(self.student, t.student_key)}),
+            owner="student")
+        self._teacher_recorders = {
+            name: FeatureRecorder(teacher, sorted({t.teacher_key for t in self.terms if t.teacher == name
+                                                   and self._is_module(teacher, t.teacher_key)}),
+                                  owner=f"teacher '{name}'")
+            for name, teacher in self.teachers.items()
+        }
+        self._used_teachers = sorted({t.teacher for t in self.terms})
+
+    @staticmethod
+    def _is_module(model: nn.Module, key: str) -> bool:
+        return key not in getattr(model, "output_keys", ())
+
+    def _add_term(self, index: int, cfg: dict) -> LossTerm:
+        where = f"losses[{index}] ({cfg.get('type', '?')})"
+        for key in ("type", "student", "teacher"):
+            if key not in cfg:
+                raise KeyError(f"{where}: required key '{key}' missing; a term looks like "
+                               f"dict(type='KDLoss', weight=1.0, student='logits', teacher='t0.logits')")
+        teacher_ref = cfg["teacher"]
+        teacher, _, teacher_key = teacher_ref.partition(".")
+        if teacher not in self.teachers or not teacher_key:
+            raise KeyError(f"{where}: teacher='{teacher_ref}' must be '<teacher name>.<output key or module path>' "
+                           f"with a teacher name from {sorted(self.teachers)}")
+        student_key = cfg["student"].removeprefix("student.")
+        _output_or_module(self.student, student_key, f"{where}: student")
+        _output_or_module(self.teachers[teacher], teacher_key, f"{where}: teacher '{teacher}'")
+        params = {k: v for k, v in cfg.items() if k not in _TERM_KEYS}
+        loss = MODELS.build({"type": cfg["type"], **params})
+        self.loss_modules.append(loss)
+        name = cfg.get("name") or f"{cfg['type'].removesuffix('Loss').lower()}_{index}"
+        if cfg.get("connector") is not None:
+            self.connectors[name] = MODELS.build(cfg["connector"])
+        wants_target = "target" in inspect.signature(loss.forward).parameters
+        return LossTerm(name, float(cfg.get("weight", 1.0)), student_key, teacher, teacher_key, wants_target)
+
+    def init_weights(self) -> None:
+        """Teachers are loaded from checkpoints and the student initialises itself when built."""
+
+    def train(self, mode: bool = True) -> Distiller:
+        super().train(mode)
+        self.teachers.eval()  # frozen: no dropout, no BatchNorm statistics updates
+        return self
+
+    def student_state_dict(self) -> dict[str, torch.Tensor]:
+        """The student's weights alone; they load into the plain student config."""
+        return self.student.state_dict()
+
+    @staticmethod
+    def _pick(outputs: dict, recorded: dict, key: str) -> torch.Tensor:
+        return outputs[key] if key in outputs else recorded[key]
+
+    def distill_losses(self, batch: dict) -> dict[str, torch.Tensor]:
+        student_out = self.student(mode="tensor", **batch)
+        student_rec = self._student_recorder.pop()
+        teacher_out, teacher_rec = {}, {}
+        with torch.no_grad():
+            for name in self._used_teachers:
+                teacher_out[name] = self.teachers[name](mode="tensor", **batch)
+                teacher_rec[name] = self._teacher_recorders[name].pop()
+        losses = {}
+        if self.task_loss_weight:
+            task = self.student.task_loss(student_out, batch["label"])
+            losses.update({k: v * self.task_loss_weight for k, v in task.items()})
+        for term, loss in zip(self.terms, self.loss_modules):
+            s = self._pick(student_out, student_rec, term.student_key)
+            t = self._pick(teacher_out[term.teacher], teacher_rec[term.teacher], term.teacher_key)
+            if term.name in self.connectors:
+                s = self.connectors[term.name](s)
+            value = loss(s, t, target=batch.get("label")) if term.wants_target else loss(s, t)
+            losses[f"loss_{term.name}"] = term.weight * value
+        return losses
+
+    def forward(self, mode: str = "tensor", **batch):
+        if mode == "loss":
+            return self.distill_losses(batch)
+        return self.student(mode=mode, **batch)

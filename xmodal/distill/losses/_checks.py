@@ -1,0 +1,29 @@
+"""Argument checks shared by the logit losses: one clear error naming the loss and the values."""
+
+from __future__ import annotations
+
+import torch
+
+
+def check_temperature(loss: str, temperature: float) -> float:
+    if not temperature > 0:
+        raise ValueError(f"{loss}: temperature must be > 0, got {temperature}")
+    return float(temperature)
+
+
+def check_logit_pair(loss: str, student: torch.Tensor, teacher: torch.Tensor) -> None:
+    if student.dim() != 2 or student.shape != teacher.shape:
+        raise ValueError(
+            f"{loss}: expected student and teacher logits of the same (batch, classes) shape, got "
+            f"student {tuple(student.shape)} and teacher {tuple(teacher.shape)}"
+        )
+
+
+def check_target(loss: str, target: torch.Tensor | None, num_classes: int, batch: int) -> None:
+    if target is None:
+        raise ValueError(f"{loss}: needs the class labels (target), got None")
+    if target.shape != (batch,):
+        raise ValueError(f"{loss}: target shape {tuple(target.shape)}, expected ({batch},)")
+    if target.numel() and (int(target.min()) < 0 or int(target.max()) >= num_classes):
+        raise ValueError(f"{loss}: target values must lie in [0, {num_classes - 1}], got "
+                         f"min {int(target.min())}, max {int(target.max())}")

@@ -1,0 +1,30 @@
+"""Vanilla knowledge distillation (Hinton, Vinyals, Dean 2015, "Distilling the Knowledge in a
+Neural Network"): T² · KL(softmax(t/T) ‖ softmax(s/T)), mean over the batch."""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from xmodal.distill.losses._checks import check_logit_pair, check_temperature
+from xmodal.registry import MODELS
+
+
+@MODELS.register_module()
+class KDLoss(nn.Module):
+    """The T² factor keeps gradient magnitudes comparable across temperatures (Hinton et al. §2).
+    Computed in fp32 whatever the input dtype (autocast-safe)."""
+
+    def __init__(self, temperature: float = 4.0) -> None:
+        super().__init__()
+        self.temperature = check_temperature("KDLoss", temperature)
+
+    def forward(self, student_logits: torch.Tensor, teacher_logits: torch.Tensor,
+                target: torch.Tensor | None = None) -> torch.Tensor:
+        check_logit_pair("KDLoss", student_logits, teacher_logits)
+        t = self.temperature
+        log_p_student = F.log_softmax(student_logits.float() / t, dim=1)
+        log_p_teacher = F.log_softmax(teacher_logits.detach().float() / t, dim=1)
+        kl = F.kl_div(log_p_student, log_p_teacher, log_target=True, reduction="batchmean")
+        return kl * t * t

@@ -1,0 +1,23 @@
+from xmodal.engine.checkpoint import (
+    AtomicLocalBackend,
+    CheckpointError,
+    load_checkpoint_file,
+    load_weights,
+    resolve_checkpoint,
+    save_checkpoint_file,
+)
+from xmodal.engine.hooks import EpochHistoryHook, RNGStateHook, StudentExportHook
+from xmodal.engine.optim_wrapper import CPUBf16OptimWrapper
+
+__all__ = [
+    "AtomicLocalBackend",
+    "CPUBf16OptimWrapper",
+    "CheckpointError",
+    "EpochHistoryHook",
+    "RNGStateHook",
+    "StudentExportHook",
+    "load_checkpoint_file",
+    "load_weights",
+    "resolve_checkpoint",
+    "save_checkpoint_file",
+]

@@ -1,0 +1,87 @@
+"""Runner hooks: RNG state in checkpoints, student-only export, a compact progress display."""
+
+from __future__ import annotations
+
+import random
+from pathlib import Path
+
+import numpy as np
+import torch
+from mmengine.hooks import Hook
+from mmengine.model import is_model_wrapper
+
+from xmodal.engine.checkpoint import load_checkpoint_file, save_checkpoint_file
+from xmodal.registry import HOOKS
+
+
+@HOOKS.register_module()
+class RNGStateHook(Hook):
+    """Stores the torch / numpy / python RNG states in each checkpoint and restores them on resume,
+    so a resumed run draws the same random numbers (dropout, augmentation) as an uninterrupted one."""
+
+    priority = "VERY_LOW"
+
+    def before_save_checkpoint(self, runner, checkpoint: dict) -> None:
+        np_state = np.random.get_state()
+        checkpoint["rng_state"] = {
+            "torch": torch.get_rng_state(),
+            "numpy": [np_state[0], torch.from_numpy(np_state[1].copy()), *np_state[2:]],
+            "python": random.getstate(),
+        }
+
+    def after_load_checkpoint(self, runner, checkpoint: dict) -> None:
+        state = checkpoint.get("rng_state")
+        if state is None:
+            return
+        torch.set_rng_state(state["torch"])
+        kind, keys, *rest = state["numpy"]
+        np.random.set_state((kind, keys.numpy(), *rest))
+        version, internal, gauss = state["python"]
+        random.setstate((version, tuple(internal), gauss))
+
+
+def unwrap(model):
+    return model.module if is_model_wrapper(model) else model
+
+
+@HOOKS.register_module()
+class StudentExportHook(Hook):
+    """After training a Distiller, write student-only checkpoints (no teacher weights) next to the
+    full ones: ``student_last.pth`` and, if a best checkpoint was kept, ``student_best.pth``.
+    They load into the plain student config (``tools/test.py STUDENT_CONFIG student_best.pth``)."""
+
+    priority = "LOWEST"
+
+    def after_train(self, runner) -> None:
+        model = unwrap(runner.model)
+        if not hasattr(model, "student_state_dict") or runner.rank != 0:
+            return
+        work_dir = Path(runner.work_dir)
+        meta = {"epoch": runner.epoch, "iter": runner.iter, "source": "last"}
+        save_checkpoint_file({"state_dict": model.student_state_dict(), "meta": meta}, work_dir / "student_last.pth")
+        best = runner.message_hub.get_info("best_ckpt")
+        if best and Path(best).is_file():
+            state = load_checkpoint_file(best)["state_dict"]
+            student = {k[len("student."):]: v for k, v in state.items() if k.startswith("student.")}
+            save_checkpoint_file({"state_dict": student, "meta": {"source": str(Path(best).name)}},
+                                 work_dir / "student_best.pth")
+            runner.logger.info(f"student-only checkpoint written: {work_dir / 'student_best.pth'}")
+
+
+@HOOKS.register_module()
+class EpochHistoryHook(Hook):
+    """Keeps the mean training loss and the validation metrics of every epoch in memory
+    (``self.history``), for plots and summaries written by tools."""
+
+    def __init__(self) -> None:
+        self.history: list[dict] = []
+        self._losses: list[float] = []
+
+    def after_train_iter(self, runner, batch_idx: int, data_batch=None, outputs=None) -> None:
+        if outputs and "loss" in outputs:
+            self._losses.append(float(outputs["loss"]))
+
+    def after_val_epoch(self, runner, metrics=None) -> None:
+        loss = float(np.mean(self._losses)) if self._losses else float("nan")
+        self.history.append({"epoch": runner.epoch, "train_loss": loss, **(metrics or {})})
+        self._losses = []

@@ -1,0 +1,3 @@
+from xmodal.models.heads.classification import ClsHead
+
+__all__ = ["ClsHead"]
