@@ -6,7 +6,7 @@ from xmodal.engine.checkpoint import (
     resolve_checkpoint,
     save_checkpoint_file,
 )
-from xmodal.engine.hooks import EpochHistoryHook, RNGStateHook, StudentExportHook
+from xmodal.engine.hooks import EpochHistoryHook, ProgressBarHook, RNGStateHook, StudentExportHook
 from xmodal.engine.optim_wrapper import CPUBf16OptimWrapper
 
 __all__ = [
@@ -14,6 +14,7 @@ __all__ = [
     "CPUBf16OptimWrapper",
     "CheckpointError",
     "EpochHistoryHook",
+    "ProgressBarHook",
     "RNGStateHook",
     "StudentExportHook",
     "load_checkpoint_file",

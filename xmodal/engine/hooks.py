@@ -79,9 +79,33 @@ class EpochHistoryHook(Hook):
 
     def after_train_iter(self, runner, batch_idx: int, data_batch=None, outputs=None) -> None:
         if outputs and "loss" in outputs:
-            self._losses.append(float(outputs["loss"]))
+            self._losses.append(float(outputs["loss"].detach()))
 
     def after_val_epoch(self, runner, metrics=None) -> None:
         loss = float(np.mean(self._losses)) if self._losses else float("nan")
         self.history.append({"epoch": runner.epoch, "train_loss": loss, **(metrics or {})})
         self._losses = []
+
+
+@HOOKS.register_module()
+class ProgressBarHook(Hook):
+    """Advances a ``rich.progress`` task by one step per training iteration and shows the latest
+    validation accuracy; the Progress object is owned by the caller (e.g. ``tools/demo.py``)."""
+
+    priority = "LOW"
+
+    def __init__(self, progress=None, task_id=None) -> None:
+        self.progress, self.task_id = progress, task_id
+
+    def before_train(self, runner) -> None:
+        if self.progress is not None:
+            total = runner.max_epochs * len(runner.train_dataloader)
+            self.progress.update(self.task_id, total=total, completed=runner.iter)
+
+    def after_train_iter(self, runner, batch_idx: int, data_batch=None, outputs=None) -> None:
+        if self.progress is not None:
+            self.progress.advance(self.task_id)
+
+    def after_val_epoch(self, runner, metrics=None) -> None:
+        if self.progress is not None and metrics and "accuracy" in metrics:
+            self.progress.update(self.task_id, status=f"val acc {metrics['accuracy']:.3f}")

@@ -1,0 +1,53 @@
+import json
+import os
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+
+@pytest.fixture(scope="session", autouse=True)
+def xmodal_data_home(tmp_path_factory):
+    """digits-av is built once per test session into a private cache, never the user's."""
+    home = tmp_path_factory.mktemp("xmodal_data")
+    old = os.environ.get("XMODAL_DATA")
+    os.environ["XMODAL_DATA"] = str(home)
+    yield home
+    if old is None:
+        os.environ.pop("XMODAL_DATA", None)
+    else:
+        os.environ["XMODAL_DATA"] = old
+
+
+@pytest.fixture(scope="session")
+def digits_av_root(xmodal_data_home):
+    from xmodal.data import build_digits_av
+
+    return build_digits_av()
+
+
+def write_dataset(root: Path, n: int = 12, num_classes: int = 3, seed: int = 0) -> Path:
+    """A tiny valid dataset in xmodal's on-disk format."""
+    rng = np.random.default_rng(seed)
+    root.mkdir(parents=True, exist_ok=True)
+    np.save(root / "image.npy", rng.normal(size=(n, 1, 4, 4)).astype(np.float32))
+    np.save(root / "audio.npy", rng.normal(size=(n, 6)).astype(np.float32))
+    np.save(root / "labels.npy", (np.arange(n) % num_classes).astype(np.int64))
+    meta = {
+        "name": "tiny",
+        "version": "1",
+        "task": "classification",
+        "classes": [f"c{i}" for i in range(num_classes)],
+        "modalities": {"image": {"shape": [1, 4, 4], "dtype": "float32"}, "audio": {"shape": [6], "dtype": "float32"}},
+    }
+    (root / "meta.json").write_text(json.dumps(meta))
+    (root / "splits.json").write_text(json.dumps({"train": list(range(0, n, 2)), "val": [1, 3], "test": [5, 7]}))
+    return root
+
+
+@pytest.fixture
+def tiny_dataset(tmp_path):
+    return write_dataset(tmp_path / "tiny")
+
+
+REPO = Path(__file__).resolve().parents[1]

@@ -1,0 +1,99 @@
+import os
+import pickle
+
+import pytest
+import torch
+from torch import nn
+
+from xmodal.engine.checkpoint import (
+    CheckpointError,
+    atomic_write_bytes,
+    load_checkpoint_file,
+    load_weights,
+    resolve_checkpoint,
+    save_checkpoint_file,
+)
+
+
+class _Exploit:
+    def __reduce__(self):
+        return (os.system, ("touch pwned_marker",))
+
+
+def test_atomic_write_leaves_no_temp_files(tmp_path):
+    atomic_write_bytes(b"one", tmp_path / "f.bin")
+    atomic_write_bytes(b"two", tmp_path / "f.bin")
+    assert (tmp_path / "f.bin").read_bytes() == b"two"
+    assert [p.name for p in tmp_path.iterdir()] == ["f.bin"]
+
+
+def test_failed_write_keeps_previous_file(tmp_path, monkeypatch):
+    target = tmp_path / "ckpt.pth"
+    save_checkpoint_file({"state_dict": {"w": torch.ones(2)}}, target)
+
+    def broken_replace(*_args):
+        raise OSError("disk full")
+
+    monkeypatch.setattr(os, "replace", broken_replace)
+    with pytest.raises(OSError):
+        save_checkpoint_file({"state_dict": {"w": torch.zeros(2)}}, target)
+    monkeypatch.undo()
+    assert torch.equal(load_checkpoint_file(target)["state_dict"]["w"], torch.ones(2))
+    assert [p.name for p in tmp_path.iterdir()] == ["ckpt.pth"]
+
+
+def test_refuses_code_executing_pickle_without_side_effect(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    bad = tmp_path / "evil.pth"
+    torch.save({"state_dict": {}, "payload": _Exploit()}, bad, pickle_module=pickle)
+    with pytest.raises(CheckpointError, match="refused to load"):
+        load_checkpoint_file(bad)
+    assert not (tmp_path / "pwned_marker").exists()
+
+
+def test_truncated_file_gives_clear_error(tmp_path):
+    good = tmp_path / "good.pth"
+    save_checkpoint_file({"state_dict": {"w": torch.randn(100)}}, good)
+    cut = tmp_path / "cut.pth"
+    cut.write_bytes(good.read_bytes()[:200])
+    with pytest.raises(CheckpointError, match="cut.pth: not a readable PyTorch checkpoint"):
+        load_checkpoint_file(cut)
+
+
+def test_missing_file():
+    with pytest.raises(CheckpointError, match="not found"):
+        load_checkpoint_file("does/not/exist.pth")
+
+
+def test_load_weights_names_mismatched_keys_and_shapes(tmp_path):
+    model = nn.Sequential(nn.Linear(3, 4), nn.Linear(4, 2))
+    state = model.state_dict()
+    state["1.weight"] = torch.zeros(5, 4)
+    state["extra.bias"] = torch.zeros(1)
+    del state["0.bias"]
+    path = tmp_path / "m.pth"
+    save_checkpoint_file({"state_dict": state}, path)
+    with pytest.raises(CheckpointError) as info:
+        load_weights(model, path)
+    msg = str(info.value)
+    assert "missing keys (1): 0.bias" in msg
+    assert "unexpected keys (1): extra.bias" in msg
+    assert "1.weight: checkpoint (5, 4) vs model (2, 4)" in msg
+
+
+def test_distiller_checkpoint_loads_into_plain_student(tmp_path):
+    student = nn.Linear(3, 2)
+    full = {f"student.{k}": v for k, v in student.state_dict().items()}
+    full["teachers.t0.weight"] = torch.zeros(1)
+    path = tmp_path / "distiller.pth"
+    save_checkpoint_file({"state_dict": full}, path)
+    fresh = nn.Linear(3, 2)
+    load_weights(fresh, path)
+    assert torch.equal(fresh.weight, student.weight)
+
+
+def test_resolve_checkpoint_from_work_dir(tmp_path):
+    with pytest.raises(CheckpointError, match="no best"):
+        resolve_checkpoint(tmp_path)
+    (tmp_path / "best_accuracy_epoch_3.pth").write_bytes(b"x")
+    assert resolve_checkpoint(tmp_path).name == "best_accuracy_epoch_3.pth"

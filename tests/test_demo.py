@@ -1,0 +1,29 @@
+import json
+import subprocess
+import sys
+
+import pytest
+
+from tests.conftest import REPO
+
+pytestmark = pytest.mark.slow
+
+
+def test_quick_demo_writes_summary(tmp_path, digits_av_root):
+    import os
+
+    out = tmp_path / "demo"
+    result = subprocess.run([sys.executable, "tools/demo.py", "--quick", "--out", str(out)], cwd=REPO,
+                            env=dict(os.environ), capture_output=True, text=True, timeout=600)
+    assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
+    summary = json.loads((out / "summary.json").read_text())
+    assert summary["dataset"] == "digits-av" and summary["seed"] == 0 and summary["quick"] is True
+    rows = {r["method"]: r for r in summary["results"]}
+    assert {"teacher_fusion", "student_no_kd", "student_kd"} <= set(rows)
+    assert rows["teacher_fusion"]["modalities"] == ["audio", "image"]
+    assert rows["student_kd"]["modalities"] == ["image"] == rows["student_no_kd"]["modalities"]
+    for row in rows.values():
+        assert 0.0 <= row["test_acc"] <= 1.0 and 0.0 <= row["test_f1"] <= 1.0 and row["train_seconds"] > 0
+        assert len(row["history"]) == summary["epochs"]
+    assert (out / "summary.png").stat().st_size > 10_000
+    assert "student_kd" in result.stdout and "test acc" in result.stdout

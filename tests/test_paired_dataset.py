@@ -1,0 +1,109 @@
+import json
+
+import numpy as np
+import pytest
+import torch
+
+from xmodal.data import DatasetFormatError, PairedDataset
+
+
+def test_reads_a_valid_dataset(tiny_dataset):
+    ds = PairedDataset(tiny_dataset, "train")
+    assert len(ds) == 6 and ds.num_classes == 3
+    sample = ds[1]
+    assert sample["image"].shape == (1, 4, 4) and sample["audio"].shape == (6,)
+    assert sample["label"].dtype == torch.long and int(sample["index"]) == 1
+    raw = np.load(tiny_dataset / "image.npy")
+    assert torch.equal(sample["image"], torch.from_numpy(raw[2]))  # split position 1 = row 2
+    assert isinstance(ds.arrays["image"], np.memmap)
+
+
+def test_selects_modalities(tiny_dataset):
+    assert set(PairedDataset(tiny_dataset, "val", modalities=["audio"])[0]) == {"audio", "label", "index"}
+
+
+def _expect(root, split="train", file=None, field=None, **kwargs):
+    with pytest.raises(DatasetFormatError) as info:
+        PairedDataset(root, split, **kwargs)
+    message = str(info.value)
+    if file:
+        assert file in message, message
+    if field:
+        assert field in message, message
+    return message
+
+
+def test_missing_file(tiny_dataset):
+    (tiny_dataset / "labels.npy").unlink()
+    _expect(tiny_dataset, file="labels.npy", field="labels")
+
+
+def test_missing_meta(tiny_dataset):
+    (tiny_dataset / "meta.json").unlink()
+    _expect(tiny_dataset, file="meta.json")
+
+
+def test_missing_directory(tmp_path):
+    _expect(tmp_path / "nope", field="data_root")
+
+
+def test_shape_mismatch_with_meta(tiny_dataset):
+    np.save(tiny_dataset / "image.npy", np.zeros((12, 1, 5, 5), np.float32))
+    msg = _expect(tiny_dataset, file="image.npy", field="shape")
+    assert "[1, 5, 5]" in msg and "[1, 4, 4]" in msg
+
+
+def test_dtype_mismatch_with_meta(tiny_dataset):
+    np.save(tiny_dataset / "audio.npy", np.zeros((12, 6), np.float64))
+    _expect(tiny_dataset, file="audio.npy", field="dtype")
+
+
+def test_label_out_of_range(tiny_dataset):
+    labels = np.load(tiny_dataset / "labels.npy")
+    labels[4] = 7
+    np.save(tiny_dataset / "labels.npy", labels)
+    msg = _expect(tiny_dataset, file="labels.npy", field="labels")
+    assert "row 4" in msg and "[0, 2]" in msg
+
+
+def test_nan_value(tiny_dataset):
+    audio = np.load(tiny_dataset / "audio.npy")
+    audio[9, 2] = np.nan
+    np.save(tiny_dataset / "audio.npy", audio)
+    msg = _expect(tiny_dataset, file="audio.npy", field="audio")
+    assert "row 9" in msg
+
+
+def test_empty_split(tiny_dataset):
+    splits = json.loads((tiny_dataset / "splits.json").read_text())
+    splits["val"] = []
+    (tiny_dataset / "splits.json").write_text(json.dumps(splits))
+    _expect(tiny_dataset, "val", file="splits.json", field="val")
+
+
+def test_split_index_out_of_range(tiny_dataset):
+    splits = json.loads((tiny_dataset / "splits.json").read_text())
+    splits["test"] = [0, 12]
+    (tiny_dataset / "splits.json").write_text(json.dumps(splits))
+    msg = _expect(tiny_dataset, "test", file="splits.json", field="test")
+    assert "index 12" in msg
+
+
+def test_unknown_split(tiny_dataset):
+    _expect(tiny_dataset, "holdout", file="splits.json", field="holdout")
+
+
+def test_length_mismatch_between_modality_and_labels(tiny_dataset):
+    np.save(tiny_dataset / "audio.npy", np.zeros((11, 6), np.float32))
+    _expect(tiny_dataset, file="audio.npy", field="length")
+
+
+def test_meta_missing_key(tiny_dataset):
+    meta = json.loads((tiny_dataset / "meta.json").read_text())
+    del meta["modalities"]
+    (tiny_dataset / "meta.json").write_text(json.dumps(meta))
+    _expect(tiny_dataset, file="meta.json", field="modalities")
+
+
+def test_unknown_modality_requested(tiny_dataset):
+    _expect(tiny_dataset, file="meta.json", field="modalities", modalities=["depth"])
