@@ -96,16 +96,17 @@ def plot_summary(results: list[dict], path: Path) -> None:
     fig, (ax_bar, ax_val, ax_loss) = plt.subplots(1, 3, figsize=(15, 4.2))
     names = [r["method"] for r in results]
     accs = [r["test_acc"] for r in results]
-    bars = ax_bar.bar(names, accs, color=["#4c72b0", "#8c8c8c", "#dd8452", "#55a868"][: len(names)])
+    colors = [f"C{i}" for i in range(len(results))]  # one colour per method in all three panels
+    bars = ax_bar.bar(names, accs, color=colors)
     ax_bar.bar_label(bars, fmt="%.3f")
     ax_bar.set_ylim(0, 1.05)
     ax_bar.set_ylabel("test accuracy")
     ax_bar.set_title("held-out test split")
     ax_bar.tick_params(axis="x", rotation=20)
-    for r in results:
+    for r, color in zip(results, colors):
         epochs = [h["epoch"] for h in r["history"]]
-        ax_val.plot(epochs, [h.get("accuracy") for h in r["history"]], marker=".", label=r["method"])
-        ax_loss.plot(epochs, [h["train_loss"] for h in r["history"]], marker=".", label=r["method"])
+        ax_val.plot(epochs, [h.get("accuracy") for h in r["history"]], marker=".", color=color, label=r["method"])
+        ax_loss.plot(epochs, [h["train_loss"] for h in r["history"]], marker=".", color=color, label=r["method"])
     ax_val.set(xlabel="epoch", ylabel="validation accuracy", title="validation accuracy")
     ax_loss.set(xlabel="epoch", ylabel="mean training loss", title="training loss (KD row: CE + KD)")
     ax_val.legend()
