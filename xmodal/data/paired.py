@@ -1,0 +1,198 @@
+"""Reader of xmodal's on-disk dataset format (DESIGN §5): paired modalities, labels, splits.
+
+Layout of a dataset directory::
+
+    meta.json      {"name", "version", "task", "classes", "modalities": {m: {"shape", "dtype"}}}
+    splits.json    {"train": [indices], "val": [...], "test": [...]}
+    <m>.npy        N × shape, opened memory-mapped
+    labels.npy     N integer class ids
+
+Everything is checked when the dataset is opened, so a bad file fails before training starts,
+with one :class:`DatasetFormatError` naming the file and field.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Callable, Sequence
+from pathlib import Path
+
+import numpy as np
+import torch
+from torch.utils.data import Dataset
+
+from xmodal.data.errors import DatasetFormatError
+from xmodal.registry import DATASETS, TRANSFORMS
+
+_TASKS = ("classification", "retrieval", "detection")
+_FINITE_CHUNK = 1 << 22  # elements checked per step, keeps the NaN scan memory-flat
+
+
+def read_json(path: Path) -> dict:
+    if not path.is_file():
+        raise DatasetFormatError(path, "file", "missing; expected an xmodal dataset file (see docs/data_format.md)")
+    try:
+        data = json.loads(path.read_text())
+    except json.JSONDecodeError as err:
+        raise DatasetFormatError(path, "json", f"not valid JSON ({err})") from err
+    if not isinstance(data, dict):
+        raise DatasetFormatError(path, "json", f"expected a JSON object, got {type(data).__name__}")
+    return data
+
+
+def _open_array(path: Path, field: str) -> np.ndarray:
+    if not path.is_file():
+        raise DatasetFormatError(path, field, "file missing")
+    try:
+        return np.load(path, mmap_mode="r", allow_pickle=False)
+    except (ValueError, OSError) as err:
+        raise DatasetFormatError(path, field, f"not a readable .npy array ({err})") from err
+
+
+def _check_finite(array: np.ndarray, path: Path, field: str) -> None:
+    flat = array.reshape(-1)
+    for start in range(0, flat.size, _FINITE_CHUNK):
+        chunk = np.asarray(flat[start : start + _FINITE_CHUNK])
+        bad = ~np.isfinite(chunk)
+        if bad.any():
+            pos = start + int(np.argmax(bad))
+            row = pos // max(1, int(np.prod(array.shape[1:])))
+            raise DatasetFormatError(path, field, f"non-finite value (NaN/Inf) in row {row}; expected finite numbers")
+
+
+@DATASETS.register_module()
+class PairedDataset(Dataset):
+    """Samples of one split as dicts ``{modality: Tensor, "label": LongTensor, "index": LongTensor}``.
+
+    Args:
+        data_root: dataset directory.
+        split: a key of ``splits.json``.
+        modalities: the modalities to load; default all in ``meta.json``.
+        pipeline: transforms (configs or callables) applied to each sample dict in order.
+        check_finite: scan float arrays for NaN/Inf when opening (one pass over the data).
+    """
+
+    def __init__(
+        self,
+        data_root: str | Path,
+        split: str = "train",
+        modalities: Sequence[str] | None = None,
+        pipeline: Sequence[dict | Callable] = (),
+        check_finite: bool = True,
+    ) -> None:
+        self.data_root = Path(data_root).expanduser()
+        self.split = split
+        if not self.data_root.is_dir():
+            raise DatasetFormatError(self.data_root, "data_root", "directory does not exist")
+        self.meta = self._read_meta()
+        self.modalities = self._select_modalities(modalities)
+        self.arrays = {m: self._open_modality(m, check_finite) for m in self.modalities}
+        self.labels = self._open_labels()
+        self.indices = self._read_split()
+        self.pipeline = [TRANSFORMS.build(t) if isinstance(t, dict) else t for t in pipeline]
+
+    # -- validation, one concern per method -------------------------------------------------
+    def _read_meta(self) -> dict:
+        path = self.data_root / "meta.json"
+        meta = read_json(path)
+        for key in ("name", "task", "modalities"):
+            if key not in meta:
+                raise DatasetFormatError(path, key, "required key missing")
+        if meta["task"] not in _TASKS:
+            raise DatasetFormatError(path, "task", f"got {meta['task']!r}; expected one of {_TASKS}")
+        if not isinstance(meta["modalities"], dict) or not meta["modalities"]:
+            raise DatasetFormatError(path, "modalities", "expected a non-empty object {name: {shape, dtype}}")
+        for name, spec in meta["modalities"].items():
+            if not isinstance(spec, dict) or "shape" not in spec or "dtype" not in spec:
+                raise DatasetFormatError(path, f"modalities.{name}", "expected {'shape': [...], 'dtype': '...'}")
+        if meta["task"] == "classification":
+            classes = meta.get("classes")
+            if not isinstance(classes, list) or not classes:
+                raise DatasetFormatError(path, "classes", "a classification dataset needs a non-empty class list")
+        return meta
+
+    def _select_modalities(self, modalities: Sequence[str] | None) -> list[str]:
+        available = list(self.meta["modalities"])
+        if modalities is None:
+            return available
+        unknown = [m for m in modalities if m not in available]
+        if unknown:
+            raise DatasetFormatError(
+                self.data_root / "meta.json", "modalities", f"{unknown} not in this dataset; it has {available}"
+            )
+        return list(modalities)
+
+    def _open_modality(self, name: str, check_finite: bool) -> np.ndarray:
+        path = self.data_root / f"{name}.npy"
+        spec = self.meta["modalities"][name]
+        array = _open_array(path, f"modality '{name}'")
+        if list(array.shape[1:]) != list(spec["shape"]):
+            raise DatasetFormatError(
+                path, "shape", f"per-sample shape {list(array.shape[1:])} but meta.json says {spec['shape']}"
+            )
+        if str(array.dtype) != str(spec["dtype"]):
+            raise DatasetFormatError(path, "dtype", f"{array.dtype} but meta.json says {spec['dtype']}")
+        if check_finite and np.issubdtype(array.dtype, np.floating):
+            _check_finite(array, path, f"modality '{name}'")
+        return array
+
+    def _open_labels(self) -> np.ndarray:
+        path = self.data_root / "labels.npy"
+        labels = _open_array(path, "labels")
+        if labels.ndim != 1 or not np.issubdtype(labels.dtype, np.integer):
+            raise DatasetFormatError(path, "labels", f"expected a 1-D integer array, got {labels.dtype} {labels.shape}")
+        for name, array in self.arrays.items():
+            if len(array) != len(labels):
+                raise DatasetFormatError(
+                    self.data_root / f"{name}.npy", "length", f"{len(array)} samples but labels.npy has {len(labels)}"
+                )
+        if self.meta["task"] == "classification" and len(labels):
+            num_classes = len(self.meta["classes"])
+            low, high = int(labels.min()), int(labels.max())
+            if low < 0 or high >= num_classes:
+                bad = int(np.flatnonzero((labels < 0) | (labels >= num_classes))[0])
+                raise DatasetFormatError(
+                    path, "labels", f"label {int(labels[bad])} at row {bad} is outside [0, {num_classes - 1}]"
+                )
+        return labels
+
+    def _read_split(self) -> np.ndarray:
+        path = self.data_root / "splits.json"
+        splits = read_json(path)
+        if self.split not in splits:
+            raise DatasetFormatError(path, self.split, f"split missing; the file has {sorted(splits)}")
+        raw = splits[self.split]
+        if not isinstance(raw, list) or not all(isinstance(i, int) and not isinstance(i, bool) for i in raw):
+            raise DatasetFormatError(path, self.split, "expected a list of integer sample indices")
+        if not raw:
+            raise DatasetFormatError(path, self.split, "split is empty")
+        indices = np.asarray(raw, dtype=np.int64)
+        n = len(self.labels)
+        bad = np.flatnonzero((indices < 0) | (indices >= n))
+        if bad.size:
+            raise DatasetFormatError(
+                path, self.split, f"index {int(indices[bad[0]])} at position {int(bad[0])} is outside [0, {n - 1}]"
+            )
+        return indices
+
+    # -- dataset protocol ---------------------------------------------------------------------
+    @property
+    def metainfo(self) -> dict:
+        """Read by mmengine (stored in checkpoints); plain JSON types only."""
+        return {"name": self.meta["name"], "classes": self.meta.get("classes"), "version": self.meta.get("version")}
+
+    @property
+    def num_classes(self) -> int:
+        return len(self.meta.get("classes") or [])
+
+    def __len__(self) -> int:
+        return len(self.indices)
+
+    def __getitem__(self, position: int) -> dict:
+        row = int(self.indices[position])
+        sample: dict = {m: torch.from_numpy(np.array(self.arrays[m][row])) for m in self.modalities}
+        sample["label"] = torch.tensor(int(self.labels[row]), dtype=torch.long)
+        sample["index"] = torch.tensor(position, dtype=torch.long)
+        for transform in self.pipeline:
+            sample = transform(sample)
+        return sample
