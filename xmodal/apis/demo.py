@@ -57,9 +57,10 @@ def _run_config(run: DemoRun, out: Path, seed: int, epochs: int, work_dirs: dict
     cfg.log_level = "ERROR"
     cfg.visualizer = dict(type="Visualizer", vis_backends=[dict(type="LocalVisBackend")])
     cfg.default_hooks.logger.interval = 10**6
-    if run.teacher is not None:
-        cfg.model.teachers[next(iter(cfg.model.teachers))].checkpoint = str(work_dirs[run.teacher])
-        cfg.model.teachers[next(iter(cfg.model.teachers))].config = str(CONFIG_DIR / "teacher_fusion.py")
+    if run.teacher is not None:  # the recipe's one teacher is the run trained earlier in this demo
+        (spec,) = cfg.model.teachers.values()
+        spec.config = str(CONFIG_DIR / next(r.config for r in RUNS if r.method == run.teacher))
+        spec.checkpoint = str(work_dirs[run.teacher])
     return cfg
 
 

@@ -163,4 +163,6 @@ class Distiller(BaseModel):
     def forward(self, mode: str = "tensor", **batch):
         if mode == "loss":
             return self.distill_losses(batch)
-        return self.student(mode=mode, **batch)
+        result = self.student(mode=mode, **batch)
+        self._student_recorder.pop()  # features are only needed for the loss
+        return result
