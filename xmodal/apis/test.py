@@ -10,8 +10,10 @@ from mmengine.config import DictAction
 from mmengine.runner import Runner
 
 from xmodal.apis.config import load_config
+from xmodal.apis.stages import is_staged, stage_config
 from xmodal.engine.checkpoint import atomic_write_bytes, load_weights, resolve_checkpoint
 from xmodal.engine.hooks import unwrap
+from xmodal.evaluation.routing import plot_router_usage
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
@@ -19,6 +21,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("config", help="config file the checkpoint was trained with (or the plain student config)")
     parser.add_argument("checkpoint", help="checkpoint file, or a work dir to use its best_*.pth")
     parser.add_argument("--out", help="write the metrics to this JSON file")
+    parser.add_argument("--router-plot", help="MST-Distill: where to write the router usage plot "
+                        "(default: <work dir>/router_usage.png)")
     parser.add_argument("--work-dir", help="where the test logs go (default: work_dirs/<config name>)")
     parser.add_argument("--cfg-options", nargs="+", action=DictAction, help="override config keys: key=value ...")
     parser.add_argument("--launcher", choices=["none", "pytorch", "slurm", "mpi"], default="none")
@@ -27,24 +31,42 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
 
 
 def evaluate(config: str, checkpoint: str, out: str | None = None, work_dir: str | None = None,
-             cfg_options: dict | None = None, launcher: str = "none") -> dict:
+             cfg_options: dict | None = None, launcher: str = "none", router_plot: str | None = None) -> dict:
     """Load ``checkpoint`` strictly (a student-only or full Distiller checkpoint both load into a
-    plain student config) and return the test metrics."""
-    path = resolve_checkpoint(checkpoint)
+    plain student config) and return the test metrics. With a ``RouterUsageMetric`` in the test
+    evaluator (MST-Distill), also plot router usage per class (``router_usage.png`` in the work dir)."""
     cfg = load_config(config, cfg_options, work_dir, launcher)
+    if is_staged(cfg):  # a staged recipe is tested with its last stage's model
+        last = len(cfg.stages)
+        if Path(checkpoint).is_dir() and (Path(checkpoint) / f"stage{last}").is_dir():
+            checkpoint = Path(checkpoint) / f"stage{last}"
+        cfg = stage_config(cfg, last)
+        cfg.work_dir = work_dir or str(Path(cfg.work_dir).parent / "test")
+        cfg.model.pop("init_from", None)  # every weight comes from the checkpoint
+    path = resolve_checkpoint(checkpoint)
     cfg.load_from, cfg.resume = None, False
     runner = Runner.from_cfg(cfg)
-    load_weights(unwrap(runner.model), path, what="model")
+    model = unwrap(runner.model)
+    load_weights(model, path, what="model")
     metrics = {k: float(v) for k, v in runner.test().items()}
-    if out and runner.rank == 0:
+    if runner.rank != 0:
+        return metrics
+    if out:
         report = {"config": str(config), "checkpoint": str(path), "metrics": metrics}
         atomic_write_bytes(json.dumps(report, indent=2).encode(), Path(out))
+    for metric in runner.test_loop.evaluator.metrics:
+        if getattr(metric, "usage_by_class", None) is not None:
+            plot = Path(router_plot or Path(runner.work_dir) / "router_usage.png")
+            classes = (metric.dataset_meta or {}).get("classes")
+            plot_router_usage(metric.usage_by_class, metric.expert_names, classes, plot)
+            print(f"router usage per class: {plot}")
     return metrics
 
 
 def main(argv: list[str] | None = None) -> None:
     args = parse_args(argv)
-    metrics = evaluate(args.config, args.checkpoint, args.out, args.work_dir, args.cfg_options, args.launcher)
+    metrics = evaluate(args.config, args.checkpoint, args.out, args.work_dir, args.cfg_options, args.launcher,
+                       args.router_plot)
     print(json.dumps(metrics, indent=2))
 
 

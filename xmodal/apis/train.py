@@ -9,6 +9,7 @@ from mmengine.runner import Runner
 
 import xmodal.engine  # noqa: F401  (atomic checkpoint writes, trusted loading)
 from xmodal.apis.config import enable_amp, load_config
+from xmodal.apis.stages import is_staged, run_stages
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
@@ -19,6 +20,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
                         help="resume from the latest checkpoint in the work dir, or from the given file")
     parser.add_argument("--amp", action="store_true", help="mixed precision (fp16 on CUDA, bf16 on CPU)")
     parser.add_argument("--cfg-options", nargs="+", action=DictAction, help="override config keys: key=value ...")
+    parser.add_argument("--stage", type=int, help="staged recipes (stages=[...]): run only this stage (1-based)")
     parser.add_argument("--launcher", choices=["none", "pytorch", "slurm", "mpi"], default="none")
     parser.add_argument("--local-rank", "--local_rank", type=int, default=0)
     return parser.parse_args(argv)
@@ -38,8 +40,16 @@ def build_runner(args: argparse.Namespace) -> Runner:
 
 
 def main(argv: list[str] | None = None) -> None:
-    runner = build_runner(parse_args(argv))
-    runner.train()
+    args = parse_args(argv)
+    cfg = load_config(args.config, args.cfg_options, args.work_dir, args.launcher)
+    if is_staged(cfg):
+        if args.resume not in (None, "auto"):
+            raise SystemExit("--resume CKPT: a staged recipe resumes from its stage directories; use --resume alone")
+        run_stages(cfg, resume=args.resume is not None, only=args.stage, amp=args.amp)
+        return
+    if args.stage is not None:
+        raise SystemExit(f"--stage: {args.config} has no 'stages' list")
+    build_runner(args).train()
 
 
 if __name__ == "__main__":

@@ -13,6 +13,7 @@ with one :class:`DatasetFormatError` naming the file and field.
 
 from __future__ import annotations
 
+import hashlib
 import json
 from collections.abc import Callable, Sequence
 from pathlib import Path
@@ -184,6 +185,21 @@ class PairedDataset(Dataset):
     @property
     def num_classes(self) -> int:
         return len(self.meta.get("classes") or [])
+
+    @property
+    def stochastic_transforms(self) -> list[str]:
+        """Transforms that draw random numbers (they declare ``stochastic = True``); with none, a
+        sample is the same on every read, so per-sample teacher outputs can be cached."""
+        return [type(t).__name__ for t in self.pipeline if getattr(t, "stochastic", False)]
+
+    def fingerprint(self) -> str:
+        """Identifies what this split yields: the dataset files' description, split, modalities, pipeline."""
+        digest = hashlib.sha256()
+        for name in ("meta.json", "splits.json"):
+            digest.update((self.data_root / name).read_bytes())
+        digest.update(repr((self.split, self.modalities, [repr(vars(t)) if hasattr(t, "__dict__") else repr(t)
+                                                          for t in self.pipeline])).encode())
+        return digest.hexdigest()
 
     def __len__(self) -> int:
         return len(self.indices)

@@ -59,6 +59,8 @@ class LogMelSpectrogram:
 class GaussianNoise:
     """Adds N(0, std²) noise to one modality (training-time augmentation)."""
 
+    stochastic = True  # a sample differs on every read: no teacher caching over it
+
     def __init__(self, key: str, std: float = 0.1) -> None:
         self.key, self.std = key, float(std)
 

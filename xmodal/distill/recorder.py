@@ -9,18 +9,23 @@ import torch
 from torch import nn
 
 
+def find_module(model: nn.Module, path: str, owner: str = "model") -> nn.Module:
+    """The submodule at ``path``; an unknown path raises KeyError listing the nearest module paths."""
+    modules = dict(model.named_modules())
+    if path not in modules or not path:
+        near = difflib.get_close_matches(path, [n for n in modules if n], n=5, cutoff=0.4)
+        raise KeyError(f"{owner} has no module '{path}'; nearest module paths: {near or sorted(modules)[1:11]}")
+    return modules[path]
+
+
 class FeatureRecorder:
     """Records the output of each named module on every forward; ``remove()`` drops the hooks."""
 
     def __init__(self, model: nn.Module, paths: Iterable[str], owner: str = "model") -> None:
-        modules = dict(model.named_modules())
         self.outputs: dict[str, torch.Tensor] = {}
         self._handles = []
         for path in paths:
-            if path not in modules:
-                near = difflib.get_close_matches(path, [n for n in modules if n], n=5, cutoff=0.4)
-                raise KeyError(f"{owner} has no module '{path}'; nearest module paths: {near or sorted(modules)[:10]}")
-            self._handles.append(modules[path].register_forward_hook(self._make_hook(path)))
+            self._handles.append(find_module(model, path, owner).register_forward_hook(self._make_hook(path)))
 
     def _make_hook(self, path: str):
         def hook(_module, _inputs, output):

@@ -5,5 +5,6 @@ from xmodal.evaluation.classification import (
     confusion_matrix,
     macro_f1,
 )
+from xmodal.evaluation.routing import MaskKLMetric, RouterUsageMetric, plot_router_usage
 
-__all__ = ["ClassificationMetric", "accuracy", "cohen_kappa", "confusion_matrix", "macro_f1"]
+__all__ = ["MaskKLMetric", "RouterUsageMetric", "plot_router_usage", "ClassificationMetric", "accuracy", "cohen_kappa", "confusion_matrix", "macro_f1"]

@@ -52,7 +52,8 @@ def cohen_kappa(cm: np.ndarray) -> float:
 class ClassificationMetric(BaseMetric):
     """Accuracy, macro-F1 and Cohen's kappa over the predictions of a ``ModalityClassifier``.
 
-    Keys: ``accuracy``, ``macro_f1``, ``kappa`` (with ``prefix/`` when a prefix is set).
+    Keys: ``accuracy``, ``macro_f1``, ``kappa`` and, if listed in ``items``, ``cross_entropy`` (mean
+    negative log-likelihood of the label, the validation loss used for selection by some recipes).
     """
 
     default_prefix = None
@@ -60,22 +61,25 @@ class ClassificationMetric(BaseMetric):
     def __init__(self, num_classes: int | None = None, items: Sequence[str] = ("accuracy", "macro_f1", "kappa"),
                  collect_device: str = "cpu", prefix: str | None = None) -> None:
         super().__init__(collect_device=collect_device, prefix=prefix)
-        unknown = set(items) - {"accuracy", "macro_f1", "kappa"}
+        unknown = set(items) - {"accuracy", "macro_f1", "kappa", "cross_entropy"}
         if unknown:
             raise ValueError(f"ClassificationMetric: unknown items {sorted(unknown)}; "
-                             f"expected from accuracy, macro_f1, kappa")
+                             f"expected from accuracy, macro_f1, kappa, cross_entropy")
         self.num_classes = num_classes
         self.items = tuple(items)
 
     def process(self, data_batch, data_samples: Sequence[dict]) -> None:
         for sample in data_samples:
             logits = torch.as_tensor(sample["logits"])
-            self.results.append((int(logits.argmax()), int(sample["label"]), logits.numel()))
+            label = int(sample["label"])
+            nll = float(-torch.log_softmax(logits.float(), 0)[label])
+            self.results.append((int(logits.argmax()), label, logits.numel(), nll))
 
     def compute_metrics(self, results: list) -> dict[str, float]:
         pred = np.array([r[0] for r in results])
         label = np.array([r[1] for r in results])
         num_classes = self.num_classes or max(r[2] for r in results)
         cm = confusion_matrix(pred, label, num_classes)
-        funcs = {"accuracy": accuracy, "macro_f1": macro_f1, "kappa": cohen_kappa}
+        funcs = {"accuracy": accuracy, "macro_f1": macro_f1, "kappa": cohen_kappa,
+                 "cross_entropy": lambda _: float(np.mean([r[3] for r in results]))}
         return {item: funcs[item](cm) for item in self.items}

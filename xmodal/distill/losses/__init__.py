@@ -1,5 +1,6 @@
 """Distillation losses, one file each, registered in ``xmodal.registry.MODELS`` by class name."""
 
 from xmodal.distill.losses.kd import KDLoss
+from xmodal.distill.losses.load_balance import LoadBalanceLoss
 
-__all__ = ["KDLoss"]
+__all__ = ["KDLoss", "LoadBalanceLoss"]

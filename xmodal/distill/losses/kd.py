@@ -11,6 +11,18 @@ from xmodal.distill.losses._checks import check_logit_pair, check_temperature
 from xmodal.registry import MODELS
 
 
+def soft_kl(student_logits: torch.Tensor, teacher_logits: torch.Tensor, temperature: float,
+            reduction: str = "batchmean") -> torch.Tensor:
+    """T² · KL(softmax(t/T) ‖ softmax(s/T)) in fp32; gradients reach both sides (detach the teacher to stop
+    them). ``reduction``: ``"batchmean"`` (a scalar) or ``"none"`` (one value per sample)."""
+    t = temperature
+    log_p_student = F.log_softmax(student_logits.float() / t, dim=1)
+    log_p_teacher = F.log_softmax(teacher_logits.float() / t, dim=1)
+    kl = F.kl_div(log_p_student, log_p_teacher, log_target=True, reduction="none")
+    kl = kl.flatten(1).sum(1) if reduction == "none" else kl.sum() / student_logits.shape[0]
+    return kl * t * t
+
+
 @MODELS.register_module()
 class KDLoss(nn.Module):
     """The T² factor keeps gradient magnitudes comparable across temperatures (Hinton et al. §2).
@@ -23,8 +35,4 @@ class KDLoss(nn.Module):
     def forward(self, student_logits: torch.Tensor, teacher_logits: torch.Tensor,
                 target: torch.Tensor | None = None) -> torch.Tensor:
         check_logit_pair("KDLoss", student_logits, teacher_logits)
-        t = self.temperature
-        log_p_student = F.log_softmax(student_logits.float() / t, dim=1)
-        log_p_teacher = F.log_softmax(teacher_logits.detach().float() / t, dim=1)
-        kl = F.kl_div(log_p_student, log_p_teacher, log_target=True, reduction="batchmean")
-        return kl * t * t
+        return soft_kl(student_logits, teacher_logits.detach(), self.temperature)

@@ -1,0 +1,111 @@
+"""Recipes with stages (MST-Distill's three): one config, one mmengine run per stage.
+
+A staged config has ``stages = [dict(name=..., model=..., train_cfg=..., ...), ...]``; each entry
+is merged over the rest of the config (dicts key by key, ``_delete_=True`` replaces one whole).
+Stage N runs in ``<work_dir>/stageN/``; from stage 2 on, ``model.init_from`` is set to the
+previous stage's directory, whose checkpoint the stage model loads. A finished stage leaves
+``stage_done.json``: ``--resume`` skips finished stages and resumes the interrupted one, and
+``--stage N`` reruns stage N alone (the later stages' markers are then cleared, since their input
+changed).
+"""
+
+from __future__ import annotations
+
+import copy
+import itertools
+import json
+import time
+from pathlib import Path
+
+from mmengine.config import Config
+from mmengine.runner import Runner
+
+from xmodal.engine.checkpoint import atomic_write_bytes, resolve_checkpoint
+
+DONE_FILE = "stage_done.json"
+_RUN_IDS = itertools.count()
+
+
+class StageError(RuntimeError):
+    """A stage cannot run: its input stage has not finished, or the stage number is wrong."""
+
+
+def is_staged(cfg: Config) -> bool:
+    return bool(cfg.get("stages"))
+
+
+def _merge(base: dict, override: dict) -> dict:
+    out = dict(base)
+    for key, value in override.items():
+        if isinstance(value, dict) and isinstance(out.get(key), dict) and not value.get("_delete_", False):
+            out[key] = _merge(out[key], value)
+        else:
+            out[key] = {k: v for k, v in value.items() if k != "_delete_"} if isinstance(value, dict) else value
+    return out
+
+
+def stage_dir(cfg: Config, number: int) -> Path:
+    return Path(cfg.work_dir) / f"stage{number}"
+
+
+def stage_config(cfg: Config, number: int) -> Config:
+    """The full config of stage ``number`` (1-based)."""
+    stages = cfg.stages
+    if not 1 <= number <= len(stages):
+        raise StageError(f"--stage {number}: this recipe has stages 1..{len(stages)} "
+                         f"({', '.join(s.get('name', '?') for s in stages)})")
+    base = {k: copy.deepcopy(v) for k, v in cfg.to_dict().items() if k != "stages"}
+    stage = copy.deepcopy(cfg.to_dict()["stages"][number - 1])
+    name = stage.pop("name", f"stage{number}")
+    merged = Config(_merge(base, stage))
+    merged.work_dir = str(stage_dir(cfg, number))
+    # mmengine appends a timestamp in seconds; the counter keeps stages started within one second apart
+    merged.experiment_name = f"{Path(cfg.filename or 'recipe').stem}_stage{number}_{next(_RUN_IDS)}"
+    merged.stage_name = name
+    if number > 1:
+        merged.model.init_from = str(stage_dir(cfg, number - 1))
+    return merged
+
+
+def is_done(cfg: Config, number: int) -> bool:
+    return (stage_dir(cfg, number) / DONE_FILE).is_file()
+
+
+def run_stage(cfg: Config, number: int, resume: bool = False, amp: bool = False) -> Path:
+    """Train stage ``number``; returns its output checkpoint."""
+    from xmodal.apis.config import enable_amp
+
+    if number > 1 and not is_done(cfg, number - 1):
+        raise StageError(f"stage {number} ({cfg.stages[number - 1].get('name', '?')}) starts from stage "
+                         f"{number - 1}'s output, but {stage_dir(cfg, number - 1) / DONE_FILE} does not exist: "
+                         f"run stage {number - 1} first (tools/train.py {cfg.filename} --stage {number - 1}, "
+                         f"or the whole recipe without --stage)")
+    for later in range(number, len(cfg.stages) + 1):  # this stage and its successors are no longer done
+        (stage_dir(cfg, later) / DONE_FILE).unlink(missing_ok=True)
+    scfg = stage_config(cfg, number)
+    if amp:
+        enable_amp(scfg)
+    scfg.load_from = None
+    scfg.resume = bool(resume and (stage_dir(cfg, number) / "last_checkpoint").is_file())
+    runner = Runner.from_cfg(scfg)
+    runner.train()
+    output = resolve_checkpoint(scfg.work_dir)
+    if runner.rank == 0:
+        record = {"stage": number, "name": scfg.stage_name, "checkpoint": str(output),
+                  "finished": time.strftime("%Y-%m-%d %H:%M:%S")}
+        atomic_write_bytes(json.dumps(record, indent=1).encode(), stage_dir(cfg, number) / DONE_FILE)
+    return output
+
+
+def run_stages(cfg: Config, resume: bool = False, only: int | None = None, amp: bool = False) -> Path:
+    """All stages in order (finished ones skipped with ``resume``), or stage ``only``."""
+    if only is not None:
+        return run_stage(cfg, only, resume=resume, amp=amp)
+    output = None
+    for number in range(1, len(cfg.stages) + 1):
+        if resume and is_done(cfg, number):
+            print(f"stage {number} ({cfg.stages[number - 1].get('name', '?')}) already finished: skipped")
+            output = resolve_checkpoint(stage_dir(cfg, number))
+            continue
+        output = run_stage(cfg, number, resume=resume, amp=amp)
+    return output

@@ -1,0 +1,50 @@
+"""MST-Distill stage 1, collaborative initialisation: the student and every teacher train together.
+
+Each model minimises its cross-entropy plus T²·KL towards each of the others (mutual learning).
+As in the official code the peers are not detached (``detach_peers=False``): a KL term pulls both
+of its models. Teachers start from scratch unless their spec names a ``checkpoint``.
+"""
+
+from __future__ import annotations
+
+import torch
+from mmengine.model import BaseModel
+from torch import nn
+
+from xmodal.distill.losses.kd import soft_kl
+from xmodal.distill.mst.members import build_member
+from xmodal.registry import MODELS
+
+
+@MODELS.register_module()
+class MSTCoTrainer(BaseModel):
+    def __init__(self, student: dict, teachers: dict[str, dict], temperature: float = 4.0,
+                 detach_peers: bool = False, data_preprocessor: dict | None = None,
+                 init_cfg: dict | None = None) -> None:
+        super().__init__(data_preprocessor=data_preprocessor, init_cfg=init_cfg)
+        if "student" in teachers:
+            raise ValueError("a teacher cannot be called 'student'")
+        self.student = build_member("student", {"model": student})
+        self.teachers = nn.ModuleDict({name: build_member(f"teacher '{name}'", spec)
+                                       for name, spec in teachers.items()})
+        self.temperature = float(temperature)
+        self.detach_peers = detach_peers
+
+    def init_weights(self) -> None:
+        """Members initialise themselves (and load any given checkpoint) when built."""
+
+    def members(self) -> dict[str, nn.Module]:
+        return {"student": self.student, **self.teachers}
+
+    def forward(self, mode: str = "tensor", **batch):
+        if mode != "loss":
+            return self.student(mode=mode, **batch)
+        members = self.members()
+        outputs = {name: model(mode="tensor", **batch) for name, model in members.items()}
+        logits = {name: out["logits"] for name, out in outputs.items()}
+        losses: dict[str, torch.Tensor] = {}
+        for name, own in logits.items():
+            losses[f"loss_ce_{name}"] = members[name].task_loss(outputs[name], batch["label"])["loss_ce"]
+            peers = [other.detach() if self.detach_peers else other for n, other in logits.items() if n != name]
+            losses[f"loss_kl_{name}"] = sum(soft_kl(own, peer, self.temperature) for peer in peers)
+        return losses

@@ -1,0 +1,72 @@
+"""Specialised teachers: a frozen teacher with a MaskNet on one of its layers.
+
+``mask_layers=dict(t_fusion=["fusion.fc1", "head.fc"], t_audio=[...])`` gives one expert per
+(teacher, layer), named ``"t_fusion/fusion.fc1"``. With ``stack_masks=True`` an expert also keeps
+the masks of the same teacher's earlier layers on (the official stage-3 behaviour, where hooks
+pile up); by default each expert carries its own mask only, as the paper describes.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import dataclasses
+from collections.abc import Iterator
+
+import torch
+from torch import nn
+
+from xmodal.distill.mst.masknet import apply_mask, build_masknet, feature_spec
+from xmodal.distill.recorder import find_module
+
+
+@dataclasses.dataclass(frozen=True)
+class Expert:
+    name: str
+    teacher: str
+    masks: tuple[tuple[str, int], ...]  # (module path, index into the MaskNet list) active for this expert
+
+
+def build_experts(teachers: nn.ModuleDict, mask_layers: dict[str, list[str]], mask_shapes: dict | None = None,
+                  factor: int = 2, num_heads: int = 3, stack_masks: bool = False
+                  ) -> tuple[list[Expert], nn.ModuleList]:
+    if not mask_layers:
+        raise ValueError("mask_layers is empty; expected {teacher name: [module path, ...]}")
+    mask_shapes = mask_shapes or {}
+    experts, masks = [], nn.ModuleList()
+    for teacher_name, paths in mask_layers.items():
+        if teacher_name not in teachers:
+            raise KeyError(f"mask_layers names teacher '{teacher_name}'; the teachers are {sorted(teachers)}")
+        if isinstance(paths, str) or not paths:
+            raise ValueError(f"mask_layers['{teacher_name}'] must be a non-empty list of module paths")
+        active: list[tuple[str, int]] = []
+        for path in paths:
+            owner = f"mask_layers['{teacher_name}']: teacher '{teacher_name}'"
+            module = find_module(teachers[teacher_name], path, owner)
+            shape = mask_shapes.get(teacher_name, {}).get(path)
+            channels, is_2d = (shape[0], len(shape) == 3) if shape else feature_spec(module, owner + f" '{path}'")
+            masks.append(build_masknet(channels, is_2d, factor, num_heads))
+            own = (path, len(masks) - 1)
+            active = [*active, own] if stack_masks else [own]
+            experts.append(Expert(f"{teacher_name}/{path}", teacher_name, tuple(active)))
+    return experts, masks
+
+
+@contextlib.contextmanager
+def masks_on(teacher: nn.Module, expert: Expert, masks: nn.ModuleList) -> Iterator[None]:
+    """Forward hooks multiplying the expert's masks into their layers' outputs; removed on exit."""
+    handles = []
+    try:
+        for path, index in expert.masks:
+            net = masks[index]
+            handles.append(find_module(teacher, path).register_forward_hook(
+                lambda _m, _i, out, net=net: apply_mask(out, net(out))))
+        yield
+    finally:
+        for handle in handles:
+            handle.remove()
+
+
+def expert_logits(teachers: nn.ModuleDict, masks: nn.ModuleList, expert: Expert, batch: dict) -> torch.Tensor:
+    teacher = teachers[expert.teacher]
+    with masks_on(teacher, expert, masks):
+        return teacher(mode="tensor", **batch)["logits"]

@@ -1,0 +1,114 @@
+"""Runner hooks of the MST-Distill stages."""
+
+from __future__ import annotations
+
+import copy
+import json
+import math
+from pathlib import Path
+
+import torch
+from mmengine.hooks import Hook
+from torch.utils.data import DataLoader
+
+from xmodal.distill.mst.members import MASKS_FILE
+from xmodal.distill.teacher_cache import check_cacheable, load_or_build
+from xmodal.engine.checkpoint import load_checkpoint_file, save_checkpoint_file
+from xmodal.engine.hooks import unwrap
+from xmodal.registry import HOOKS
+
+
+@HOOKS.register_module()
+class BestMaskHook(Hook):
+    """Stage 2: after each validation keep every MaskNet whose validation KL improved, and write all
+    kept masks to ``masks_best.pth`` (read by stage 3). Each mask is selected on its own KL."""
+
+    priority = "LOW"
+
+    def before_train(self, runner) -> None:
+        model = unwrap(runner.model)
+        self.best = [math.inf] * len(model.masks)
+        self.epochs = [-1] * len(model.masks)
+        self.states = [copy.deepcopy(m.state_dict()) for m in model.masks]
+        path = Path(runner.work_dir) / MASKS_FILE
+        if runner._resume and path.is_file():  # continue the selection of the interrupted run
+            saved = load_checkpoint_file(path)
+            if saved.get("experts") == model.expert_names:
+                self.best, self.epochs, self.states = saved["val_kl"], saved["epoch"], saved["masks"]
+
+    def after_val_epoch(self, runner, metrics: dict | None = None) -> None:
+        model = unwrap(runner.model)
+        changed = False
+        for i, name in enumerate(model.expert_names):
+            value = (metrics or {}).get(f"kl/{name}")
+            if value is not None and value < self.best[i]:
+                self.best[i], self.epochs[i] = float(value), runner.epoch
+                self.states[i] = {k: v.detach().cpu().clone() for k, v in model.masks[i].state_dict().items()}
+                changed = True
+        if changed and runner.rank == 0:
+            save_checkpoint_file({"experts": model.expert_names, "masks": self.states, "val_kl": self.best,
+                                  "epoch": self.epochs}, Path(runner.work_dir) / MASKS_FILE)
+            runner.logger.info("best masks (val KL, epoch): " + ", ".join(
+                f"{n}={b:.4f}@{e}" for n, b, e in zip(model.expert_names, self.best, self.epochs)))
+
+
+@HOOKS.register_module()
+class RouterHook(Hook):
+    """Stage 3: sets the epoch's loss weights (their decay schedule) and logs how often the router
+    chose each expert during the epoch, to the log, the visualizer and ``router_usage.jsonl``."""
+
+    priority = "NORMAL"
+
+    def before_train_epoch(self, runner) -> None:
+        model = unwrap(runner.model)
+        model.set_epoch(runner.epoch)
+        model.route_counts.zero_()
+
+    def after_train_epoch(self, runner) -> None:
+        model = unwrap(runner.model)
+        counts = model.route_counts.clone()
+        if torch.distributed.is_available() and torch.distributed.is_initialized():
+            torch.distributed.all_reduce(counts)
+        total = max(1, int(counts.sum()))
+        usage = {name: int(c) / total for name, c in zip(model.expert_names, counts.tolist())}
+        if runner.rank != 0:
+            return
+        runner.logger.info(f"epoch {runner.epoch + 1} router usage: "
+                           + ", ".join(f"{n} {u:.1%}" for n, u in usage.items())
+                           + " | weights " + ", ".join(f"w_{k}={v:.4g}" for k, v in model.weights.items()))
+        runner.visualizer.add_scalars({f"router/{n}": u for n, u in usage.items()}, step=runner.epoch + 1)
+        with open(Path(runner.work_dir) / "router_usage.jsonl", "a") as f:
+            f.write(json.dumps({"epoch": runner.epoch + 1, "usage": usage, "weights": model.weights}) + "\n")
+
+
+@HOOKS.register_module()
+class TeacherCacheHook(Hook):
+    """Stage 3: compute every expert's logits on the training split once (frozen teachers and masks,
+    fixed inputs) and serve them from a memory-mapped file for all epochs. ``cache_dir`` defaults to
+    ``<work_dir>/teacher_cache``; the entry is keyed by a fingerprint of weights and data."""
+
+    priority = "HIGH"
+
+    def __init__(self, enabled: bool = True, cache_dir: str | None = None, batch_size: int = 256) -> None:
+        self.enabled, self.cache_dir, self.batch_size = enabled, cache_dir, batch_size
+
+    def before_train(self, runner) -> None:
+        model = unwrap(runner.model)
+        if not self.enabled:
+            model.attach_cache(None)
+            return
+        loader = runner.train_dataloader
+        dataset = loader.dataset
+        check_cacheable(dataset)
+        key = model.cache_key(dataset.fingerprint())
+
+        def compute():
+            plain = DataLoader(dataset, batch_size=self.batch_size, shuffle=False, collate_fn=loader.collate_fn)
+            model.eval()
+            for batch in plain:
+                batch = model.data_preprocessor(batch, False)
+                yield batch["index"].cpu().numpy(), model.all_expert_logits(batch).cpu().numpy()
+            model.train()
+
+        cache_dir = self.cache_dir or str(Path(runner.work_dir) / "teacher_cache")
+        model.attach_cache(load_or_build(cache_dir, key, len(dataset), compute, runner.logger))

@@ -1,0 +1,80 @@
+"""MST-Distill stage 2, specialised masking: each MaskNet learns to move its teacher towards the student.
+
+Student and teachers are frozen (from stage 1). For every expert, loss = T²·KL(p_student ‖
+p_masked teacher) with the student detached, so each MaskNet is pulled towards what the student
+can follow. Only MaskNet parameters require gradients: autograd records nothing before the masked
+layer, and the layers after it pass gradients without accumulating any. The losses of different
+masks touch disjoint parameters, so one Adam over all masks equals one Adam per mask (official).
+Validation reports each mask's KL (``MaskKLMetric``); ``BestMaskHook`` keeps each mask's best.
+"""
+
+from __future__ import annotations
+
+import torch
+from mmengine.model import BaseModel
+from torch import nn
+
+from xmodal.distill.losses.kd import soft_kl
+from xmodal.distill.mst.experts import build_experts, expert_logits
+from xmodal.distill.mst.members import (
+    architecture_of,
+    build_member,     freeze,
+    load_parts,
+    logits_of,
+    previous_stage_checkpoint,
+)
+from xmodal.registry import MODELS
+
+
+@MODELS.register_module()
+class MSTMaskTrainer(BaseModel):
+    """Args:
+        student, teachers: as in stage 1 (weights come from ``init_from``).
+        mask_layers: ``{teacher: [module path, ...]}``, one MaskNet per entry.
+        mask_shapes: ``{teacher: {path: [D] or [C, H, W]}}`` for layers whose width cannot be read.
+        hidden_factor, num_heads: MaskNet size (official 2 and 3).
+        init_from: the stage-1 work dir (set by the stage runner); ``None`` builds untrained members.
+    """
+
+    def __init__(self, student: dict, teachers: dict[str, dict], mask_layers: dict[str, list[str]],
+                 mask_shapes: dict | None = None, hidden_factor: int = 2, num_heads: int = 3,
+                 temperature: float = 4.0, init_from: str | None = None, data_preprocessor: dict | None = None,
+                 init_cfg: dict | None = None) -> None:
+        super().__init__(data_preprocessor=data_preprocessor, init_cfg=init_cfg)
+        self.student = build_member("student", {"model": student})
+        self.teachers = nn.ModuleDict({name: build_member(f"teacher '{name}'", {"model": architecture_of(spec)})
+                                       for name, spec in teachers.items()})
+        self.experts, self.masks = build_experts(self.teachers, mask_layers, mask_shapes, hidden_factor, num_heads)
+        self.temperature = float(temperature)
+        if init_from is not None:
+            load_parts(self, previous_stage_checkpoint(init_from, "stage 2"), ("student.", "teachers."),
+                       "student and teachers of stage 1")
+        freeze(self.student)
+        freeze(self.teachers)
+
+    @property
+    def expert_names(self) -> list[str]:
+        return [e.name for e in self.experts]
+
+    def init_weights(self) -> None:
+        """Members come from stage 1; MaskNets initialise themselves."""
+
+    def train(self, mode: bool = True) -> MSTMaskTrainer:
+        super().train(mode)
+        self.student.eval()
+        self.teachers.eval()
+        return self
+
+    def mask_kls(self, batch: dict, reduction: str = "batchmean") -> list[torch.Tensor]:
+        target = logits_of(self.student, batch)
+        return [soft_kl(expert_logits(self.teachers, self.masks, e, batch), target, self.temperature, reduction)
+                for e in self.experts]
+
+    def forward(self, mode: str = "tensor", **batch):
+        if mode == "loss":
+            return {f"loss_mask{i}": kl for i, kl in enumerate(self.mask_kls(batch))}
+        if mode == "predict":
+            kls = torch.stack(self.mask_kls(batch, reduction="none"), dim=1).detach().cpu()
+            return [{"mask_kl": kls[i], "label": int(batch["label"][i])} for i in range(len(kls))]
+        return self.student(mode=mode, **batch)
+

@@ -1,0 +1,97 @@
+"""The models of an MST-Distill recipe and how each stage hands them to the next.
+
+Every stage model keeps the same attribute names (``student``, ``teachers``, ``masks``, ``gate``),
+so a stage's checkpoint holds keys like ``teachers.t_fusion.head.fc.weight`` that the next stage
+loads by prefix.
+"""
+
+from __future__ import annotations
+
+import difflib
+from pathlib import Path
+
+import torch
+from mmengine.config import Config
+from torch import nn
+
+from xmodal.engine.checkpoint import CheckpointError, load_checkpoint_file, load_weights, resolve_checkpoint, state_dict_of
+from xmodal.registry import MODELS
+
+MASKS_FILE = "masks_best.pth"
+
+
+def build_member(name: str, spec: dict) -> nn.Module:
+    """``spec``: ``dict(model=<model config>)`` or ``dict(config="file.py")`` (its ``model``), with an
+    optional ``checkpoint`` (file or work dir) to start from."""
+    if not isinstance(spec, dict) or ("model" not in spec) == ("config" not in spec):
+        raise ValueError(f"'{name}': expected dict(model=<model config>) or dict(config='file.py'), "
+                         f"optionally with checkpoint=...; got {spec!r}")
+    model_cfg = spec["model"] if "model" in spec else Config.fromfile(spec["config"]).model
+    model = MODELS.build(model_cfg)
+    if spec.get("checkpoint"):
+        load_weights(model, resolve_checkpoint(spec["checkpoint"]), what=f"'{name}'")
+    return model
+
+
+def architecture_of(spec: dict) -> dict:
+    """The model config of a member spec; stages 2 and 3 take the weights from the previous stage."""
+    if not isinstance(spec, dict) or ("model" not in spec) == ("config" not in spec):
+        raise ValueError(f"expected dict(model=<model config>) or dict(config='file.py'); got {spec!r}")
+    return spec["model"] if "model" in spec else Config.fromfile(spec["config"]).model
+
+
+def freeze(module: nn.Module) -> None:
+    module.eval()
+    module.requires_grad_(False)
+
+
+def load_parts(model: nn.Module, path: Path, prefixes: tuple[str, ...], what: str) -> None:
+    """Copy the weights under ``prefixes`` from a checkpoint into ``model``, strictly for those parts."""
+    state = state_dict_of(load_checkpoint_file(path))
+    expected = {k: v for k, v in model.state_dict().items() if k.startswith(prefixes)}
+    given = {k: v for k, v in state.items() if k.startswith(prefixes)}
+    missing, unexpected = sorted(set(expected) - set(given)), sorted(set(given) - set(expected))
+    wrong = [f"{k}: {tuple(given[k].shape)} vs {tuple(v.shape)}" for k, v in expected.items()
+             if k in given and given[k].shape != v.shape]
+    if missing or unexpected or wrong:
+        hint = difflib.get_close_matches(missing[0], unexpected, n=1) if missing else []
+        raise CheckpointError(
+            f"{path}: does not match the {what} (its teachers/student/mask configs changed since that stage ran?)\n"
+            f"  missing: {missing[:5]}{' ...' if len(missing) > 5 else ''}"
+            + (f" (checkpoint has '{hint[0]}')" if hint else "")
+            + f"\n  unexpected: {unexpected[:5]}\n  shape mismatches: {wrong[:5]}")
+    model.load_state_dict(given, strict=False)
+
+
+def previous_stage_checkpoint(stage_dir: str | Path, what: str) -> Path:
+    stage_dir = Path(stage_dir)
+    if not stage_dir.is_dir():
+        raise CheckpointError(f"{what} starts from the previous stage's output in {stage_dir}, which does not "
+                              f"exist: run that stage first (tools/train.py CONFIG, or --stage N for one stage)")
+    return resolve_checkpoint(stage_dir)
+
+
+def load_masks(masks: nn.ModuleList, expert_names: list[str], stage_dir: str | Path) -> dict:
+    """Load the per-mask best weights that stage 2 wrote (``masks_best.pth``)."""
+    path = Path(stage_dir) / MASKS_FILE
+    if not path.is_file():
+        raise CheckpointError(f"{path} missing: stage 2 (mask training) has not finished; run it first")
+    saved = load_checkpoint_file(path)
+    if saved.get("experts") != expert_names:
+        raise CheckpointError(f"{path}: masks were trained for experts {saved.get('experts')}, this config has "
+                              f"{expert_names}; rerun stage 2 with this config")
+    for i, mask in enumerate(masks):
+        mask.load_state_dict(saved["masks"][i])
+    return saved
+
+
+def infer_num_classes(student: nn.Module) -> int:
+    head = getattr(getattr(student, "head", None), "fc", None)
+    if isinstance(head, nn.Linear):
+        return head.out_features
+    raise ValueError("cannot read the number of classes from the student (no head.fc Linear); set num_classes")
+
+
+@torch.no_grad()
+def logits_of(model: nn.Module, batch: dict) -> torch.Tensor:
+    return model(mode="tensor", **batch)["logits"]

@@ -1,0 +1,172 @@
+"""MST-Distill stage 3, routing distillation: the student learns from the experts a GateNet picks.
+
+Teachers and masks are frozen (from stage 2). Per sample, the GateNet reads the student's logits,
+its softmax ranks the experts and the top-k are the sample's teachers:
+
+    L = w_task·CE + w_kl·KD + w_lb·LB,   KD = mean over the k selected experts of T²·KL(p_expert ‖ p_student)
+
+``kd_mode="topk"`` (official) averages the selected experts uniformly, so the top-k choice carries
+no gradient and the router learns from LB alone; ``"topk_weighted"`` weights each selected expert
+by its renormalised gate probability so KD reaches the router too. The weight schedules follow the
+official code (w_lb ×0.9 every 10 epochs, w_kl ×0.5 every 30, first decay after epoch 0:
+``decay_at_epoch0=True``). Expert logits come from the teacher cache when ``TeacherCacheHook`` has
+attached one, else from live teacher forwards.
+"""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from mmengine.model import BaseModel
+from torch import nn
+
+from xmodal.distill.losses.kd import soft_kl
+from xmodal.distill.mst.experts import build_experts, expert_logits
+from xmodal.distill.mst.gate import GateNet
+from xmodal.distill.mst.members import (
+    architecture_of,
+    build_member,
+    freeze,
+    infer_num_classes,
+    load_masks,
+    load_parts,
+    previous_stage_checkpoint,
+)
+from xmodal.distill.teacher_cache import fingerprint
+from xmodal.registry import MODELS
+
+_KD_MODES = ("topk", "topk_weighted")
+
+
+def decayed(weight: float, epoch: int, factor: float, every: int, at_epoch0: bool) -> float:
+    """``weight`` after the step decays that happened before ``epoch`` (0-based). The official code
+    decays at the end of epochs 0, every, 2·every, …; otherwise at the end of every−1, 2·every−1, …"""
+    steps = math.ceil(epoch / every) if at_epoch0 else epoch // every
+    return weight * factor**steps
+
+
+@MODELS.register_module()
+class MSTRouterDistiller(BaseModel):
+    """Args (beyond stage 2's): ``num_classes`` (read from the student's head if omitted), ``top_k``,
+    ``kd_mode``, ``stack_masks``, ``detach_gate_input`` (official: the LB gradient also reaches the
+    student through the GateNet input), ``load_balance`` (loss config), ``w_task``/``w_kl``/``w_lb``,
+    ``kl_decay``/``lb_decay`` (``dict(factor, every)``), ``decay_at_epoch0``."""
+
+    def __init__(self, student: dict, teachers: dict[str, dict], mask_layers: dict[str, list[str]],
+                 mask_shapes: dict | None = None, hidden_factor: int = 2, num_heads: int = 3,
+                 num_classes: int | None = None, top_k: int = 1, kd_mode: str = "topk", stack_masks: bool = False,
+                 detach_gate_input: bool = False, temperature: float = 4.0,
+                 load_balance: dict | None = None, w_task: float = 1.0, w_kl: float = 1.0, w_lb: float = 1.0,
+                 kl_decay: dict | None = None, lb_decay: dict | None = None, decay_at_epoch0: bool = True,
+                 init_from: str | None = None, data_preprocessor: dict | None = None,
+                 init_cfg: dict | None = None) -> None:
+        super().__init__(data_preprocessor=data_preprocessor, init_cfg=init_cfg)
+        self.student = build_member("student", {"model": student})
+        self.teachers = nn.ModuleDict({name: build_member(f"teacher '{name}'", {"model": architecture_of(spec)})
+                                       for name, spec in teachers.items()})
+        self.experts, self.masks = build_experts(self.teachers, mask_layers, mask_shapes, hidden_factor, num_heads,
+                                                 stack_masks)
+        ways = len(self.experts)
+        if not 1 <= top_k <= ways:
+            raise ValueError(f"top_k={top_k} must be between 1 and the number of experts ({ways})")
+        if kd_mode not in _KD_MODES:
+            raise ValueError(f"kd_mode={kd_mode!r}; expected one of {_KD_MODES}")
+        self.gate = GateNet(num_classes or infer_num_classes(self.student), ways)
+        self.load_balance = MODELS.build(load_balance or dict(type="LoadBalanceLoss", mode="kl"))
+        self.top_k, self.kd_mode, self.stack_masks = top_k, kd_mode, stack_masks
+        self.detach_gate_input, self.temperature = detach_gate_input, float(temperature)
+        self.base_weights = {"task": float(w_task), "kl": float(w_kl), "lb": float(w_lb)}
+        self.decays = {"kl": kl_decay or dict(factor=0.5, every=30), "lb": lb_decay or dict(factor=0.9, every=10)}
+        self.decay_at_epoch0 = decay_at_epoch0
+        self.weights = dict(self.base_weights)
+        self.register_buffer("route_counts", torch.zeros(ways, dtype=torch.long), persistent=False)
+        self._cache: np.ndarray | None = None
+        if init_from is not None:
+            load_parts(self, previous_stage_checkpoint(init_from, "stage 3"), ("student.", "teachers."),
+                       "student and teachers of stage 2")
+            load_masks(self.masks, self.expert_names, init_from)
+        freeze(self.teachers)
+        freeze(self.masks)
+
+    @property
+    def expert_names(self) -> list[str]:
+        return [e.name for e in self.experts]
+
+    def init_weights(self) -> None:
+        """Members come from stage 2; the GateNet initialises itself."""
+
+    def train(self, mode: bool = True) -> MSTRouterDistiller:
+        super().train(mode)
+        self.teachers.eval()
+        self.masks.eval()
+        return self
+
+    def student_state_dict(self) -> dict[str, torch.Tensor]:
+        """The student's weights alone; they load into the plain student config."""
+        return self.student.state_dict()
+
+    def set_epoch(self, epoch: int) -> None:
+        self.weights = dict(self.base_weights)
+        for key, decay in self.decays.items():
+            self.weights[key] = decayed(self.base_weights[key], epoch, decay["factor"], decay["every"],
+                                        self.decay_at_epoch0)
+
+    # -- experts: live or cached -----------------------------------------------------------------
+    @torch.no_grad()
+    def all_expert_logits(self, batch: dict) -> torch.Tensor:
+        """(B, ways, C) logits of every expert, computed by the frozen teachers."""
+        return torch.stack([expert_logits(self.teachers, self.masks, e, batch).float() for e in self.experts], 1)
+
+    def cache_key(self, dataset_fingerprint: str) -> str:
+        return fingerprint([self.teachers, self.masks], self.expert_names, self.stack_masks, dataset_fingerprint)
+
+    def attach_cache(self, outputs: np.ndarray | None) -> None:
+        self._cache = outputs
+
+    def _experts_for(self, batch: dict) -> torch.Tensor:
+        if self._cache is None:
+            return self.all_expert_logits(batch)
+        if "index" not in batch:
+            raise KeyError("teacher cache: the batch has no 'index' (sample position) to look outputs up by")
+        rows = batch["index"].cpu().numpy()
+        return torch.from_numpy(np.ascontiguousarray(self._cache[rows])).to(batch["label"].device)
+
+    # -- losses -----------------------------------------------------------------------------------
+    def route(self, student_logits: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        gate_in = student_logits.detach() if self.detach_gate_input else student_logits
+        probs = F.softmax(self.gate(gate_in.float()), dim=1)
+        return probs, probs.topk(self.top_k, dim=1).indices
+
+    def routed_kd(self, student_logits: torch.Tensor, experts: torch.Tensor, probs: torch.Tensor,
+                  chosen: torch.Tensor) -> torch.Tensor:
+        per_sample = torch.stack([soft_kl(student_logits, experts[torch.arange(len(chosen)), chosen[:, j]],
+                                          self.temperature, reduction="none") for j in range(self.top_k)], 1)
+        if self.kd_mode == "topk":
+            return per_sample.mean(1).mean()
+        weights = probs.gather(1, chosen)
+        weights = weights / weights.sum(1, keepdim=True)
+        return (weights * per_sample).sum(1).mean()
+
+    def forward(self, mode: str = "tensor", **batch):
+        outputs = self.student(mode="tensor", **batch)
+        logits = outputs["logits"]
+        probs, chosen = self.route(logits)
+        if mode == "tensor":
+            return {**outputs, "gate": probs, "route": chosen}
+        if mode == "predict":
+            records = self.student.predictions(outputs, batch)
+            for i, record in enumerate(records):
+                record["route"] = chosen[i].cpu().tolist()
+            return records
+        if mode != "loss":
+            raise ValueError(f"MSTRouterDistiller: unknown mode {mode!r}")
+        experts = self._experts_for(batch)
+        self.route_counts += torch.bincount(chosen.flatten(), minlength=len(self.experts))
+        return {
+            "loss_ce": self.weights["task"] * self.student.task_loss(outputs, batch["label"])["loss_ce"],
+            "loss_kd": self.weights["kl"] * self.routed_kd(logits, experts, probs, chosen),
+            "loss_lb": self.weights["lb"] * self.load_balance(probs),
+        }
