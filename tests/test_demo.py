@@ -17,13 +17,18 @@ def test_quick_demo_writes_summary(tmp_path, digits_av_root):
                             env=dict(os.environ), capture_output=True, text=True, timeout=600)
     assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
     summary = json.loads((out / "summary.json").read_text())
-    assert summary["dataset"] == "digits-av" and summary["seed"] == 0 and summary["quick"] is True
+    assert summary["dataset"] == "digits-av" and summary["seeds"] == [0] and summary["quick"] is True
     rows = {r["method"]: r for r in summary["results"]}
-    assert {"teacher_fusion", "student_no_kd", "student_kd"} <= set(rows)
+    assert set(rows) == {"teacher_fusion", "audio_only", "student_no_kd", "student_kd", "student_kd_multi",
+                         "student_mst_distill"}
+    assert [r["method"] for r in summary["aggregate"]] == list(rows)
+    assert rows["student_mst_distill"]["modalities"] == ["image"]
     assert rows["teacher_fusion"]["modalities"] == ["audio", "image"]
     assert rows["student_kd"]["modalities"] == ["image"] == rows["student_no_kd"]["modalities"]
     for row in rows.values():
         assert 0.0 <= row["test_acc"] <= 1.0 and 0.0 <= row["test_f1"] <= 1.0 and row["train_seconds"] > 0
         assert len(row["history"]) == summary["epochs"]
     assert (out / "summary.png").stat().st_size > 10_000
-    assert "student_kd" in result.stdout and "test acc" in result.stdout
+    assert "student_mst_distill" in result.stdout and "test acc" in result.stdout
+    stage3 = out / "student_mst_distill" / "stage3"
+    assert (stage3 / "stage_done.json").is_file() and (stage3 / "router_usage.jsonl").is_file()

@@ -1,8 +1,9 @@
-"""The demo: on digits-av, train the image+audio fusion teacher, single-modality baselines and the
-image-only student distilled from the teacher, then compare them on the held-out test split.
+"""The demo: on digits-av, train the image+audio fusion teacher, single-modality baselines and
+image-only students distilled by KD (one teacher, two teachers) and MST-Distill, then compare them
+on the held-out test split, over one or several seeds.
 
-Each row is an ordinary run of a config in ``configs/digits_av/`` on mmengine's Runner: the best
-epoch is chosen on the validation split, and the reported numbers are from the test split.
+Each row is an ordinary run of a config in ``configs/`` on mmengine's Runner (MST-Distill: its three
+stages): the best epoch is chosen on the validation split, the reported numbers are from the test split.
 """
 
 from __future__ import annotations
@@ -14,57 +15,90 @@ import logging
 import time
 from pathlib import Path
 
+import numpy as np
 from mmengine.config import Config
 from mmengine.runner import Runner
 
 import xmodal.engine  # noqa: F401  (atomic checkpoint writes, trusted loading)
 from xmodal.apis.config import load_config, set_max_epochs
+from xmodal.apis.stages import is_staged, run_stages, set_stage_epochs, test_config
 from xmodal.engine.checkpoint import atomic_write_bytes, load_weights, resolve_checkpoint
 from xmodal.engine.hooks import EpochHistoryHook, ProgressBarHook, unwrap
 
-CONFIG_DIR = Path(__file__).resolve().parents[2] / "configs" / "digits_av"
+CONFIG_DIR = Path(__file__).resolve().parents[2] / "configs"
 
 
 @dataclasses.dataclass
 class DemoRun:
     method: str
-    config: str
+    config: str  # relative to configs/
     modalities: list[str]
-    teacher: str | None = None  # the method whose best checkpoint is this run's teacher
+    teachers: dict[str, str] = dataclasses.field(default_factory=dict)  # config teacher name -> demo method
 
 
 RUNS = [
-    DemoRun("teacher_fusion", "teacher_fusion.py", ["audio", "image"]),
-    DemoRun("audio_only", "student_audio.py", ["audio"]),
-    DemoRun("student_no_kd", "student_image.py", ["image"]),
-    DemoRun("student_kd", "kd_image_from_fusion.py", ["image"], teacher="teacher_fusion"),
+    DemoRun("teacher_fusion", "digits_av/teacher_fusion.py", ["audio", "image"]),
+    DemoRun("audio_only", "digits_av/student_audio.py", ["audio"]),
+    DemoRun("student_no_kd", "digits_av/student_image.py", ["image"]),
+    DemoRun("student_kd", "digits_av/kd_image_from_fusion.py", ["image"], {"t_fusion": "teacher_fusion"}),
+    DemoRun("student_kd_multi", "digits_av/kd_image_multi.py", ["image"],
+            {"t_fusion": "teacher_fusion", "t_audio": "audio_only"}),
+    # MST-Distill trains its own teachers in its stage 1 (collaborative initialisation)
+    DemoRun("student_mst_distill", "mst_distill/mst_digits_image.py", ["image"]),
 ]
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
-    parser = argparse.ArgumentParser(description="Multimodal teacher -> image-only student on digits-av.")
-    parser.add_argument("--quick", action="store_true", help="a few epochs per model: a smoke run (< 60 s)")
+    parser = argparse.ArgumentParser(description="Multimodal teachers -> image-only students on digits-av.")
+    parser.add_argument("--quick", action="store_true",
+                        help="a few epochs per model: a smoke run (about 2 minutes on 2 cores)")
     parser.add_argument("--out", default="work_dirs/demo", help="output directory (default: work_dirs/demo)")
-    parser.add_argument("--seed", type=int, default=0, help="training seed (the dataset itself is fixed)")
+    parser.add_argument("--seeds", type=int, nargs="+", default=[0],
+                        help="training seeds; with several, the table shows mean ± std (the dataset is fixed)")
     parser.add_argument("--epochs", type=int, help="epochs per model (default: 30, or 4 with --quick)")
+    parser.add_argument("--methods", nargs="+", choices=[r.method for r in RUNS],
+                        help="run only these rows (and the teachers they need)")
     return parser.parse_args(argv)
 
 
-def _run_config(run: DemoRun, out: Path, seed: int, epochs: int, work_dirs: dict[str, Path]) -> Config:
-    cfg = load_config(CONFIG_DIR / run.config, work_dir=str(out / run.method))
-    set_max_epochs(cfg, epochs)
+def _quiet(cfg: Config, seed: int) -> None:
     cfg.randomness = dict(seed=seed, deterministic=False)
     cfg.log_level = "ERROR"
     cfg.visualizer = dict(type="Visualizer", vis_backends=[dict(type="LocalVisBackend")])
     cfg.default_hooks.logger.interval = 10**6
-    if run.teacher is not None:  # the recipe's one teacher is the run trained earlier in this demo
-        (spec,) = cfg.model.teachers.values()
-        spec.config = str(CONFIG_DIR / next(r.config for r in RUNS if r.method == run.teacher))
-        spec.checkpoint = str(work_dirs[run.teacher])
+
+
+def _run_config(run: DemoRun, out: Path, seed: int, epochs: int, work_dirs: dict[str, Path]) -> Config:
+    cfg = load_config(CONFIG_DIR / run.config, work_dir=str(out / run.method))
+    if is_staged(cfg):
+        set_stage_epochs(cfg, epochs)
+    else:
+        set_max_epochs(cfg, epochs)
+    _quiet(cfg, seed)
+    for name, method in run.teachers.items():  # the teachers are the runs trained earlier in this demo
+        spec = cfg.model.teachers[name]
+        spec.config = str(CONFIG_DIR / next(r.config for r in RUNS if r.method == method))
+        spec.checkpoint = str(work_dirs[method])
     return cfg
 
 
-def train_and_test(run: DemoRun, cfg: Config, progress, task_id) -> dict:
+def _row(run: DemoRun, metrics: dict, seconds: float, best: Path, history: list[dict], seed: int) -> dict:
+    return {
+        "method": run.method,
+        "modalities": run.modalities,
+        "seed": seed,
+        "test_acc": float(metrics["accuracy"]),
+        "test_f1": float(metrics["macro_f1"]),
+        "test_kappa": float(metrics["kappa"]),
+        "train_seconds": round(seconds, 2),
+        "best_checkpoint": str(best),
+        "history": history,
+    }
+
+
+def train_and_test(run: DemoRun, cfg: Config, progress, task_id, seed: int) -> dict:
+    if is_staged(cfg):
+        return _train_and_test_staged(run, cfg, progress, task_id, seed)
     history = EpochHistoryHook()
     runner = Runner.from_cfg(cfg)
     runner.register_hook(history)
@@ -76,56 +110,100 @@ def train_and_test(run: DemoRun, cfg: Config, progress, task_id) -> dict:
     load_weights(unwrap(runner.model), best)
     metrics = runner.test()
     progress.update(task_id, status=f"test acc {metrics['accuracy']:.3f}")
-    return {
-        "method": run.method,
-        "modalities": run.modalities,
-        "test_acc": float(metrics["accuracy"]),
-        "test_f1": float(metrics["macro_f1"]),
-        "test_kappa": float(metrics["kappa"]),
-        "train_seconds": round(seconds, 2),
-        "best_checkpoint": str(best),
-        "history": history.history,
-    }
+    return _row(run, metrics, seconds, best, history.history, seed)
 
 
-def plot_summary(results: list[dict], path: Path) -> None:
+def _train_and_test_staged(run: DemoRun, cfg: Config, progress, task_id, seed: int) -> dict:
+    histories: dict[int, EpochHistoryHook] = {}
+
+    def hooks(stage: int) -> list:
+        histories[stage] = EpochHistoryHook()
+        progress.update(task_id, description=f"{run.method[:11]} s{stage}")
+        return [histories[stage], ProgressBarHook(progress, task_id)]
+
+    start = time.perf_counter()
+    best = run_stages(cfg, hooks=hooks)
+    seconds = time.perf_counter() - start
+    tcfg = test_config(cfg)
+    _quiet(tcfg, seed)
+    runner = Runner.from_cfg(tcfg)
+    load_weights(unwrap(runner.model), best)
+    metrics = runner.test()
+    progress.update(task_id, description=run.method[:15], status=f"test acc {metrics['accuracy']:.3f}")
+    return _row(run, metrics, seconds, best, histories[len(cfg.stages)].history, seed)
+
+
+def aggregate(results: list[dict]) -> list[dict]:
+    """Mean and sample standard deviation over seeds, per method, in run order."""
+    rows = []
+    for method in dict.fromkeys(r["method"] for r in results):
+        runs = [r for r in results if r["method"] == method]
+        row = {"method": method, "modalities": runs[0]["modalities"], "seeds": [r["seed"] for r in runs]}
+        for key in ("test_acc", "test_f1", "test_kappa", "train_seconds"):
+            values = np.array([r[key] for r in runs], dtype=float)
+            row[f"{key}_mean"] = float(values.mean())
+            row[f"{key}_std"] = float(values.std(ddof=1)) if len(values) > 1 else 0.0
+        rows.append(row)
+    return rows
+
+
+def plot_summary(results: list[dict], rows: list[dict], path: Path) -> None:
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    fig, (ax_bar, ax_val, ax_loss) = plt.subplots(1, 3, figsize=(15, 4.2))
-    names = [r["method"] for r in results]
-    accs = [r["test_acc"] for r in results]
-    colors = [f"C{i}" for i in range(len(results))]  # one colour per method in all three panels
-    bars = ax_bar.bar(names, accs, color=colors)
-    ax_bar.bar_label(bars, fmt="%.3f")
+    fig, (ax_bar, ax_val, ax_loss) = plt.subplots(1, 3, figsize=(16, 4.4))
+    names = [r["method"] for r in rows]
+    colors = {name: f"C{i}" for i, name in enumerate(names)}  # one colour per method in all three panels
+    bars = ax_bar.bar(names, [r["test_acc_mean"] for r in rows], yerr=[r["test_acc_std"] for r in rows],
+                      capsize=4, color=[colors[n] for n in names])
+    ax_bar.bar_label(bars, fmt="%.3f", label_type="center", color="w")
     ax_bar.set_ylim(0, 1.05)
-    ax_bar.set_ylabel("test accuracy")
+    ax_bar.set_ylabel("test accuracy" + (" (mean ± std over seeds)" if len(rows[0]["seeds"]) > 1 else ""))
     ax_bar.set_title("held-out test split")
-    ax_bar.tick_params(axis="x", rotation=20)
-    for r, color in zip(results, colors):
+    ax_bar.tick_params(axis="x", rotation=25)
+    first_seed = results[0]["seed"]
+    for r in (r for r in results if r["seed"] == first_seed):
         epochs = [h["epoch"] for h in r["history"]]
+        color = colors[r["method"]]
         ax_val.plot(epochs, [h.get("accuracy") for h in r["history"]], marker=".", color=color, label=r["method"])
         ax_loss.plot(epochs, [h["train_loss"] for h in r["history"]], marker=".", color=color, label=r["method"])
-    ax_val.set(xlabel="epoch", ylabel="validation accuracy", title="validation accuracy")
-    ax_loss.set(xlabel="epoch", ylabel="mean training loss", title="training loss (KD row: CE + KD)")
-    ax_val.legend()
+    ax_val.set(xlabel="epoch", ylabel="validation accuracy", title=f"validation accuracy (seed {first_seed})")
+    ax_loss.set(xlabel="epoch", ylabel="mean training loss", title="training loss (each method's own total)")
+    ax_val.legend(fontsize=8)
     fig.tight_layout()
-    fig.savefig(path, dpi=110)
+    import io
+
+    buffer = io.BytesIO()
+    fig.savefig(buffer, format="png", dpi=110)
     plt.close(fig)
+    atomic_write_bytes(buffer.getvalue(), path)
 
 
-def print_table(console, results: list[dict]) -> None:
+def print_table(console, rows: list[dict]) -> None:
     from rich.table import Table
 
-    table = Table(title="digits-av: test split")
+    several = len(rows[0]["seeds"]) > 1
+    table = Table(title="digits-av: test split" + (f" ({len(rows[0]['seeds'])} seeds, mean ± std)" if several else ""))
     for col in ("method", "modality", "test acc", "macro-F1", "train time"):
         table.add_column(col, justify="left" if col in ("method", "modality") else "right")
-    for r in results:
-        table.add_row(r["method"], "+".join(r["modalities"]), f"{r['test_acc']:.4f}", f"{r['test_f1']:.4f}",
-                      f"{r['train_seconds']:.1f} s")
+    fmt = (lambda r, k: f"{r[k + '_mean']:.4f} ± {r[k + '_std']:.4f}") if several else (
+        lambda r, k: f"{r[k + '_mean']:.4f}")
+    for r in rows:
+        table.add_row(r["method"], "+".join(r["modalities"]), fmt(r, "test_acc"), fmt(r, "test_f1"),
+                      f"{r['train_seconds_mean']:.1f} s")
     console.print(table)
+
+
+def _needed(methods: list[str] | None) -> list[DemoRun]:
+    if not methods:
+        return RUNS
+    wanted = set(methods)
+    for run in RUNS:
+        if run.method in wanted:
+            wanted |= set(run.teachers.values())
+    return [r for r in RUNS if r.method in wanted]
 
 
 def main(argv: list[str] | None = None) -> dict:
@@ -143,21 +221,26 @@ def main(argv: list[str] | None = None) -> dict:
     with console.status("digits-av: building the dataset (first run only; cached afterwards)..."):
         root = build_digits_av()
     console.print(f"digits-av at {root}")
-    results, work_dirs = [], {}
+    runs, results = _needed(args.methods), []
     columns = [TextColumn("{task.description:<15}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
                TextColumn("{task.fields[status]}")]
-    with Progress(*columns, console=console) as progress:
-        tasks = {r.method: progress.add_task(r.method, total=None, start=False, status="waiting") for r in RUNS}
-        for run in RUNS:
-            cfg = _run_config(run, out, args.seed, epochs, work_dirs)
-            progress.start_task(tasks[run.method])
-            results.append(train_and_test(run, cfg, progress, tasks[run.method]))
-            work_dirs[run.method] = Path(cfg.work_dir)
-    summary = {"dataset": "digits-av", "data_root": str(root), "seed": args.seed, "epochs": epochs,
-               "quick": args.quick, "results": results}
+    for seed in args.seeds:
+        work_dirs: dict[str, Path] = {}
+        seed_out = out / f"seed{seed}" if len(args.seeds) > 1 else out
+        with Progress(*columns, console=console) as progress:
+            tasks = {r.method: progress.add_task(r.method[:15], total=None, start=False, status="waiting")
+                     for r in runs}
+            for run in runs:
+                cfg = _run_config(run, seed_out, seed, epochs, work_dirs)
+                progress.start_task(tasks[run.method])
+                results.append(train_and_test(run, cfg, progress, tasks[run.method], seed))
+                work_dirs[run.method] = Path(cfg.work_dir)
+    rows = aggregate(results)
+    summary = {"dataset": "digits-av", "data_root": str(root), "seeds": args.seeds, "epochs": epochs,
+               "quick": args.quick, "aggregate": rows, "results": results}
     atomic_write_bytes(json.dumps(summary, indent=1).encode(), out / "summary.json")
-    plot_summary(results, out / "summary.png")
-    print_table(console, results)
+    plot_summary(results, rows, out / "summary.png")
+    print_table(console, rows)
     console.print(f"wrote {out / 'summary.json'} and {out / 'summary.png'}")
     return summary
 

@@ -67,12 +67,34 @@ def stage_config(cfg: Config, number: int) -> Config:
     return merged
 
 
+def test_config(cfg: Config, work_dir: str | None = None) -> Config:
+    """The config that evaluates the recipe's result: the last stage's, every weight from its checkpoint."""
+    last = stage_config(cfg, len(cfg.stages))
+    last.work_dir = work_dir or str(Path(cfg.work_dir) / "test")
+    last.model.pop("init_from", None)
+    return last
+
+
+def set_stage_epochs(cfg: Config, epochs: int) -> None:
+    """Cap every stage at ``epochs`` (the last stage gets exactly ``epochs``), schedules included."""
+    for i, stage in enumerate(cfg.stages):
+        current = stage.get("train_cfg", {}).get("max_epochs", epochs)
+        n = epochs if i == len(cfg.stages) - 1 else min(current, epochs)
+        stage.setdefault("train_cfg", {})["max_epochs"] = n
+        for scheduler in stage.get("param_scheduler") or []:
+            if scheduler.get("by_epoch", True) and scheduler.get("type") != "ConstantLR":
+                scheduler["end"] = n
+                if "T_max" in scheduler:
+                    scheduler["T_max"] = n
+
+
 def is_done(cfg: Config, number: int) -> bool:
     return (stage_dir(cfg, number) / DONE_FILE).is_file()
 
 
-def run_stage(cfg: Config, number: int, resume: bool = False, amp: bool = False) -> Path:
-    """Train stage ``number``; returns its output checkpoint."""
+def run_stage(cfg: Config, number: int, resume: bool = False, amp: bool = False, hooks=None) -> Path:
+    """Train stage ``number``; returns its output checkpoint. ``hooks(number)`` may return extra
+    hook objects to register on the stage's Runner (progress display, history)."""
     from xmodal.apis.config import enable_amp
 
     if number > 1 and not is_done(cfg, number - 1):
@@ -88,6 +110,8 @@ def run_stage(cfg: Config, number: int, resume: bool = False, amp: bool = False)
     scfg.load_from = None
     scfg.resume = bool(resume and (stage_dir(cfg, number) / "last_checkpoint").is_file())
     runner = Runner.from_cfg(scfg)
+    for hook in hooks(number) if hooks else []:
+        runner.register_hook(hook)
     runner.train()
     output = resolve_checkpoint(scfg.work_dir)
     if runner.rank == 0:
@@ -97,15 +121,15 @@ def run_stage(cfg: Config, number: int, resume: bool = False, amp: bool = False)
     return output
 
 
-def run_stages(cfg: Config, resume: bool = False, only: int | None = None, amp: bool = False) -> Path:
+def run_stages(cfg: Config, resume: bool = False, only: int | None = None, amp: bool = False, hooks=None) -> Path:
     """All stages in order (finished ones skipped with ``resume``), or stage ``only``."""
     if only is not None:
-        return run_stage(cfg, only, resume=resume, amp=amp)
+        return run_stage(cfg, only, resume=resume, amp=amp, hooks=hooks)
     output = None
     for number in range(1, len(cfg.stages) + 1):
         if resume and is_done(cfg, number):
             print(f"stage {number} ({cfg.stages[number - 1].get('name', '?')}) already finished: skipped")
             output = resolve_checkpoint(stage_dir(cfg, number))
             continue
-        output = run_stage(cfg, number, resume=resume, amp=amp)
+        output = run_stage(cfg, number, resume=resume, amp=amp, hooks=hooks)
     return output

@@ -10,7 +10,7 @@ from mmengine.config import DictAction
 from mmengine.runner import Runner
 
 from xmodal.apis.config import load_config
-from xmodal.apis.stages import is_staged, stage_config
+from xmodal.apis.stages import is_staged, stage_dir, test_config
 from xmodal.engine.checkpoint import atomic_write_bytes, load_weights, resolve_checkpoint
 from xmodal.engine.hooks import unwrap
 from xmodal.evaluation.routing import plot_router_usage
@@ -37,12 +37,10 @@ def evaluate(config: str, checkpoint: str, out: str | None = None, work_dir: str
     evaluator (MST-Distill), also plot router usage per class (``router_usage.png`` in the work dir)."""
     cfg = load_config(config, cfg_options, work_dir, launcher)
     if is_staged(cfg):  # a staged recipe is tested with its last stage's model
-        last = len(cfg.stages)
-        if Path(checkpoint).is_dir() and (Path(checkpoint) / f"stage{last}").is_dir():
-            checkpoint = Path(checkpoint) / f"stage{last}"
-        cfg = stage_config(cfg, last)
-        cfg.work_dir = work_dir or str(Path(cfg.work_dir).parent / "test")
-        cfg.model.pop("init_from", None)  # every weight comes from the checkpoint
+        last = stage_dir(cfg, len(cfg.stages))
+        if Path(checkpoint).is_dir() and (Path(checkpoint) / last.name).is_dir():
+            checkpoint = Path(checkpoint) / last.name
+        cfg = test_config(cfg, work_dir)
     path = resolve_checkpoint(checkpoint)
     cfg.load_from, cfg.resume = None, False
     runner = Runner.from_cfg(cfg)

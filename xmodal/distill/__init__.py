@@ -1,6 +1,6 @@
+from xmodal.distill import mst
 from xmodal.distill.connectors import ConvConnector, LinearConnector
 from xmodal.distill.distiller import Distiller
-from xmodal.distill import mst
 from xmodal.distill.losses import KDLoss, LoadBalanceLoss
 from xmodal.distill.recorder import FeatureRecorder
 

@@ -7,4 +7,13 @@ from xmodal.evaluation.classification import (
 )
 from xmodal.evaluation.routing import MaskKLMetric, RouterUsageMetric, plot_router_usage
 
-__all__ = ["MaskKLMetric", "RouterUsageMetric", "plot_router_usage", "ClassificationMetric", "accuracy", "cohen_kappa", "confusion_matrix", "macro_f1"]
+__all__ = [
+    "ClassificationMetric",
+    "MaskKLMetric",
+    "RouterUsageMetric",
+    "accuracy",
+    "cohen_kappa",
+    "confusion_matrix",
+    "macro_f1",
+    "plot_router_usage",
+]

@@ -18,7 +18,8 @@ from xmodal.distill.losses.kd import soft_kl
 from xmodal.distill.mst.experts import build_experts, expert_logits
 from xmodal.distill.mst.members import (
     architecture_of,
-    build_member,     freeze,
+    build_member,
+    freeze,
     load_parts,
     logits_of,
     previous_stage_checkpoint,

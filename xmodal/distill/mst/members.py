@@ -14,7 +14,13 @@ import torch
 from mmengine.config import Config
 from torch import nn
 
-from xmodal.engine.checkpoint import CheckpointError, load_checkpoint_file, load_weights, resolve_checkpoint, state_dict_of
+from xmodal.engine.checkpoint import (
+    CheckpointError,
+    load_checkpoint_file,
+    load_weights,
+    resolve_checkpoint,
+    state_dict_of,
+)
 from xmodal.registry import MODELS
 
 MASKS_FILE = "masks_best.pth"

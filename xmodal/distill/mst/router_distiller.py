@@ -6,8 +6,9 @@ its softmax ranks the experts and the top-k are the sample's teachers:
     L = w_task·CE + w_kl·KD + w_lb·LB,   KD = mean over the k selected experts of T²·KL(p_expert ‖ p_student)
 
 ``kd_mode="topk"`` (official) averages the selected experts uniformly, so the top-k choice carries
-no gradient and the router learns from LB alone; ``"topk_weighted"`` weights each selected expert
-by its renormalised gate probability so KD reaches the router too. The weight schedules follow the
+no gradient and the router learns from LB alone; ``"topk_weighted"`` multiplies each selected
+expert's term by its gate probability (as a Switch-Transformer layer scales its expert's output),
+so KD reaches the router too. The weight schedules follow the
 official code (w_lb ×0.9 every 10 epochs, w_kl ×0.5 every 30, first decay after epoch 0:
 ``decay_at_epoch0=True``). Expert logits come from the teacher cache when ``TeacherCacheHook`` has
 attached one, else from live teacher forwards.
@@ -146,9 +147,7 @@ class MSTRouterDistiller(BaseModel):
                                           self.temperature, reduction="none") for j in range(self.top_k)], 1)
         if self.kd_mode == "topk":
             return per_sample.mean(1).mean()
-        weights = probs.gather(1, chosen)
-        weights = weights / weights.sum(1, keepdim=True)
-        return (weights * per_sample).sum(1).mean()
+        return (probs.gather(1, chosen) * per_sample).sum(1).mean()
 
     def forward(self, mode: str = "tensor", **batch):
         outputs = self.student(mode="tensor", **batch)

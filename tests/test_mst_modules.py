@@ -1,0 +1,236 @@
+"""MST-Distill parts against hand-computed values: MaskNets, experts and hooks, the load-balance
+loss, the weight schedules, and the losses of each stage."""
+
+import math
+
+import pytest
+import torch
+
+from xmodal.distill.losses import LoadBalanceLoss
+from xmodal.distill.mst import GateNet, MaskNet1d, MaskNet2d, MSTCoTrainer, MSTMaskTrainer, MSTRouterDistiller
+from xmodal.distill.mst.experts import build_experts, expert_logits
+from xmodal.distill.mst.masknet import masknet_1d_num_params, masknet_2d_num_params, masknet_hidden_dim
+from xmodal.distill.mst.router_distiller import decayed
+
+IMAGE = dict(type="LeNet5", input_size=12, out_dim=8)
+AUDIO = dict(type="SpectrogramCNN", channels=(4, 8), out_dim=6)
+HEAD = dict(type="ClsHead", num_classes=3)
+STUDENT = dict(type="ModalityClassifier", encoders=dict(image=IMAGE), head=HEAD)
+TEACHERS = dict(
+    t_fusion=dict(model=dict(type="ModalityClassifier", encoders=dict(image=IMAGE, audio=AUDIO),
+                             fusion=dict(type="ConcatFusion", out_dim=8), head=HEAD)),
+    t_audio=dict(model=dict(type="ModalityClassifier", encoders=dict(audio=AUDIO), head=HEAD)),
+)
+MASK_LAYERS = dict(t_fusion=["fusion.fc1"], t_audio=["encoders.audio.features.4", "encoders.audio.fc"])
+
+
+def _batch(n=4):
+    torch.manual_seed(3)
+    return {"image": torch.randn(n, 1, 12, 12), "audio": torch.randn(n, 1, 8, 8), "label": torch.arange(n) % 3,
+            "index": torch.arange(n)}
+
+
+def _kl(p_teacher, p_student):
+    """KL(p_teacher ‖ p_student) per row, from probabilities."""
+    return (p_teacher * (p_teacher.log() - p_student.log())).sum(1)
+
+
+# -- MaskNets --------------------------------------------------------------------------------------
+def test_masknet_size_matches_the_official_av_mnist_figures():
+    # the official fusion teacher's first masked feature is 596 wide: Linear 596 -> 297·596 = 177,012
+    assert masknet_hidden_dim(596, 2, 3) == 297
+    net = MaskNet1d(596)
+    assert net.embed.out_features == 177_012
+    assert sum(p.numel() for p in net.parameters()) == masknet_1d_num_params(596) == 106_030_486
+
+
+@pytest.mark.parametrize("dim", [5, 6, 40, 128])
+def test_masknet_parameter_formulas(dim):
+    assert sum(p.numel() for p in MaskNet1d(dim).parameters()) == masknet_1d_num_params(dim)
+    assert sum(p.numel() for p in MaskNet2d(dim).parameters()) == masknet_2d_num_params(dim)
+    assert masknet_hidden_dim(dim) % 3 == 0 and masknet_hidden_dim(dim) >= 3
+
+
+def test_masknet_shapes_and_range():
+    one, two = MaskNet1d(10), MaskNet2d(8)
+    m1 = one(torch.randn(4, 10))
+    m2 = two(torch.randn(4, 8, 6, 6))
+    assert m1.shape == (4, 10) and m2.shape == (4, 8)
+    assert ((m1 > 0) & (m1 < 1)).all() and ((m2 > 0) & (m2 < 1)).all()
+    assert one(torch.randn(4, 10, 1, 1)).shape == (4, 10)  # (B, C, 1, 1) counts as a vector
+    with pytest.raises(ValueError, match="width 10"):
+        one(torch.randn(4, 7))
+
+
+# -- experts and hooks -------------------------------------------------------------------------------
+def _teachers():
+    from torch import nn
+
+    from xmodal.registry import MODELS
+
+    torch.manual_seed(0)
+    return nn.ModuleDict({n: MODELS.build(s["model"]).eval() for n, s in TEACHERS.items()})
+
+
+def test_expert_multiplies_its_mask_and_removes_the_hook():
+    teachers = _teachers()
+    experts, masks = build_experts(teachers, MASK_LAYERS)
+    assert [e.name for e in experts] == ["t_fusion/fusion.fc1", "t_audio/encoders.audio.features.4",
+                                         "t_audio/encoders.audio.fc"]
+    assert isinstance(masks[1], MaskNet2d) and isinstance(masks[2], MaskNet1d)
+    for mask in masks:  # a mask of ones leaves the teacher unchanged
+        torch.nn.init.zeros_(mask.mask.out.weight if isinstance(mask, MaskNet2d) else mask.out.weight)
+        torch.nn.init.constant_(mask.mask.out.bias if isinstance(mask, MaskNet2d) else mask.out.bias, 50.0)
+    batch = _batch()
+    plain = teachers["t_audio"](mode="tensor", **batch)["logits"]
+    masked = expert_logits(teachers, masks, experts[2], batch)
+    torch.testing.assert_close(masked, plain)
+    torch.nn.init.constant_(masks[2].out.bias, -50.0)  # a mask of zeros silences the layer
+    silenced = expert_logits(teachers, masks, experts[2], batch)
+    head = teachers["t_audio"].head
+    torch.testing.assert_close(silenced, head(torch.zeros(4, 6)))
+    assert all(not m._forward_hooks for m in teachers.modules())
+
+
+def test_stacked_masks_keep_earlier_masks_of_the_same_teacher_on():
+    experts, _ = build_experts(_teachers(), MASK_LAYERS, stack_masks=True)
+    assert [len(e.masks) for e in experts] == [1, 1, 2]
+    experts, _ = build_experts(_teachers(), MASK_LAYERS)
+    assert [len(e.masks) for e in experts] == [1, 1, 1]
+
+
+def test_unknown_mask_layer_lists_the_nearest_module_paths():
+    with pytest.raises(KeyError, match=r"fusion\.fc1"):
+        build_experts(_teachers(), dict(t_fusion=["fusion.fc"]))
+    with pytest.raises(KeyError, match="the teachers are"):
+        build_experts(_teachers(), dict(t_video=["fc"]))
+    with pytest.raises(ValueError, match="mask_shapes"):
+        build_experts(_teachers(), dict(t_audio=["encoders.audio.features.2"]))  # a ReLU: width unknown
+
+
+# -- load balancing and schedules -----------------------------------------------------------------------
+def test_load_balance_values_by_hand():
+    probs = torch.tensor([[0.5, 0.5], [1.0, 0.0]])  # mean gate (0.75, 0.25), importance (1.5, 0.5)
+    kl = 0.5 * math.log(0.5 / 0.75) + 0.5 * math.log(0.5 / 0.25)
+    assert LoadBalanceLoss("kl")(probs).item() == pytest.approx(kl / 2, rel=1e-6)  # official: / ways
+    assert LoadBalanceLoss("kl", per_way=False)(probs).item() == pytest.approx(kl, rel=1e-6)
+    assert LoadBalanceLoss("cv")(probs).item() == pytest.approx(math.sqrt(0.5) / 1.0, rel=1e-6)
+    uniform = torch.full((5, 4), 0.25)
+    assert LoadBalanceLoss("kl")(uniform).item() == pytest.approx(0.0, abs=1e-7)
+    assert LoadBalanceLoss("cv")(uniform).item() == pytest.approx(0.0, abs=1e-7)
+    with pytest.raises(ValueError, match="mode"):
+        LoadBalanceLoss("entropy")
+
+
+def test_weight_schedules_follow_the_official_code():
+    # official: decay after epochs 0, 10, 20, ... (epoch % 10 == 0 at the end of the epoch)
+    assert [decayed(1.0, e, 0.9, 10, True) for e in (0, 1, 10, 11, 21)] == pytest.approx([1, .9, .9, .81, .729])
+    assert [decayed(1.0, e, 0.5, 30, True) for e in (0, 1, 30, 31, 99)] == pytest.approx([1, .5, .5, .25, .0625])
+    assert [decayed(1.0, e, 0.9, 10, False) for e in (0, 9, 10, 20)] == pytest.approx([1, 1, .9, .81])
+
+
+# -- stage losses ------------------------------------------------------------------------------------
+def test_stage1_each_model_gets_ce_plus_kl_towards_the_others():
+    torch.manual_seed(0)
+    model = MSTCoTrainer(student=STUDENT, teachers=TEACHERS, temperature=2.0).eval()
+    batch = _batch()
+    losses = model(mode="loss", **batch)
+    logits = {n: m(mode="tensor", **batch)["logits"] for n, m in model.members().items()}
+    probs = {n: torch.softmax(v.double() / 2.0, 1) for n, v in logits.items()}
+    for name in logits:
+        ce = torch.nn.functional.cross_entropy(logits[name], batch["label"])
+        kl = sum(4.0 * _kl(probs[o], probs[name]).mean() for o in logits if o != name)
+        assert losses[f"loss_ce_{name}"].item() == pytest.approx(ce.item(), rel=1e-5)
+        assert losses[f"loss_kl_{name}"].item() == pytest.approx(kl.item(), rel=1e-4)
+
+
+def test_stage1_peers_are_not_detached_unless_asked():
+    torch.manual_seed(0)
+    model = MSTCoTrainer(student=STUDENT, teachers=TEACHERS)
+    model(mode="loss", **_batch())["loss_kl_student"].backward()
+    assert any(p.grad is not None for p in model.teachers["t_audio"].parameters())  # official: pulls both
+    model = MSTCoTrainer(student=STUDENT, teachers=TEACHERS, detach_peers=True)
+    model(mode="loss", **_batch())["loss_kl_student"].backward()
+    assert all(p.grad is None for p in model.teachers.parameters())
+
+
+def test_stage2_loss_is_kl_from_detached_student_and_trains_masks_only():
+    torch.manual_seed(0)
+    model = MSTMaskTrainer(student=STUDENT, teachers=TEACHERS, mask_layers=MASK_LAYERS, temperature=4.0).train()
+    batch = _batch()
+    losses = model(mode="loss", **batch)
+    assert list(losses) == ["loss_mask0", "loss_mask1", "loss_mask2"]
+    p_student = torch.softmax(model.student(mode="tensor", **batch)["logits"].double() / 4, 1)
+    for i, expert in enumerate(model.experts):
+        p_masked = torch.softmax(expert_logits(model.teachers, model.masks, expert, batch).double() / 4, 1)
+        expected = 16.0 * _kl(p_student, p_masked).mean()
+        assert losses[f"loss_mask{i}"].item() == pytest.approx(expected.item(), rel=1e-4)
+    sum(losses.values()).backward()
+    assert all(p.grad is None for p in model.student.parameters())
+    assert all(p.grad is None for p in model.teachers.parameters())
+    assert all(any(p.grad is not None and p.grad.abs().sum() > 0 for p in m.parameters()) for m in model.masks)
+    assert not model.teachers.training and not model.student.training and model.masks.training
+
+
+def _router(**kw):
+    torch.manual_seed(0)
+    return MSTRouterDistiller(student=STUDENT, teachers=TEACHERS, mask_layers=MASK_LAYERS, **kw).train()
+
+
+def test_stage3_topk_kd_by_hand():
+    model = _router(top_k=2, temperature=1.0)
+    student = torch.tensor([[0.0, 1.0, 0.0], [2.0, 0.0, 0.0]])
+    experts = torch.tensor([[[1.0, 0.0, 0.0], [0.0, 2.0, 0.0], [0.0, 0.0, 3.0]],
+                            [[0.0, 1.0, 0.0], [0.0, 0.0, 0.0], [3.0, 0.0, 0.0]]])
+    chosen = torch.tensor([[2, 0], [0, 2]])
+    probs = torch.tensor([[0.3, 0.1, 0.6], [0.5, 0.2, 0.3]])
+    p_s = torch.softmax(student, 1)
+    kl = lambda b, w: _kl(torch.softmax(experts[b, w], 0)[None], p_s[b][None])[0]  # noqa: E731
+    expected = ((kl(0, 2) + kl(0, 0)) / 2 + (kl(1, 0) + kl(1, 2)) / 2) / 2
+    assert model.routed_kd(student, experts, probs, chosen).item() == pytest.approx(expected.item(), rel=1e-5)
+    model.kd_mode = "topk_weighted"
+    weighted = ((0.6 * kl(0, 2) + 0.3 * kl(0, 0)) + (0.5 * kl(1, 0) + 0.3 * kl(1, 2))) / 2
+    assert model.routed_kd(student, experts, probs, chosen).item() == pytest.approx(weighted.item(), rel=1e-5)
+
+
+def test_stage3_router_learns_from_load_balance_only_with_official_topk():
+    model = _router()
+    losses = model(mode="loss", **_batch())
+    assert set(losses) == {"loss_ce", "loss_kd", "loss_lb"}
+    losses["loss_kd"].backward()
+    assert all(p.grad is None or p.grad.abs().sum() == 0 for p in model.gate.parameters())
+    model.zero_grad()
+    model(mode="loss", **_batch())["loss_lb"].backward()
+    assert all(p.grad.abs().sum() > 0 for p in model.gate.parameters())
+    assert any(p.grad is not None for p in model.student.parameters())  # official: gate input not detached
+    model = _router(kd_mode="topk_weighted")
+    model(mode="loss", **_batch())["loss_kd"].backward()
+    assert all(p.grad.abs().sum() > 0 for p in model.gate.parameters())
+    model = _router(detach_gate_input=True)
+    model(mode="loss", **_batch())["loss_lb"].backward()
+    assert all(p.grad is None for p in model.student.parameters())
+
+
+def test_stage3_weights_decay_with_the_epoch_and_routes_are_counted():
+    model = _router(w_kl=2.0, w_lb=1.0)
+    model.set_epoch(11)
+    assert model.weights == pytest.approx({"task": 1.0, "kl": 1.0, "lb": 0.81})
+    model.route_counts.zero_()
+    model(mode="loss", **_batch(6))
+    assert int(model.route_counts.sum()) == 6
+    records = model.eval()(mode="predict", **_batch(6))
+    assert len(records) == 6 and all(len(r["route"]) == 1 for r in records)
+
+
+def test_stage3_frozen_parts_and_bad_settings():
+    model = _router()
+    assert not model.teachers.training and not model.masks.training and model.student.training
+    assert all(not p.requires_grad for p in [*model.teachers.parameters(), *model.masks.parameters()])
+    with pytest.raises(ValueError, match="top_k"):
+        _router(top_k=4)
+    with pytest.raises(ValueError, match="kd_mode"):
+        _router(kd_mode="soft")
+
+
+def test_gatenet_shapes():
+    assert GateNet(10, 4)(torch.randn(3, 10)).shape == (3, 4)
