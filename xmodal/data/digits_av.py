@@ -27,6 +27,7 @@ import numpy as np
 import torch
 
 from xmodal.data.paired import PairedDataset
+from xmodal.data.writer import sha256_of
 from xmodal.registry import DATASETS
 from xmodal.version import __version__
 
@@ -56,14 +57,6 @@ class DigitsAVSpec:
 
 def default_data_home() -> Path:
     return Path(os.environ.get("XMODAL_DATA", Path.home() / ".cache" / "xmodal")).expanduser()
-
-
-def _sha256(path: Path) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as fh:
-        for block in iter(lambda: fh.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
 
 
 def _images(raw: np.ndarray, spec: DigitsAVSpec, rng: np.random.Generator) -> np.ndarray:
@@ -178,7 +171,7 @@ def _write(out: Path, spec: DigitsAVSpec) -> None:
         ),
         "audio_features": {"sample_rate": sample_rate, "log_mel_mean": mean, "log_mel_std": std},
         "build": {**dataclasses.asdict(spec), "xmodal_version": __version__},
-        "sha256": {f: _sha256(out / f) for f in ("image.npy", "audio.npy", "labels.npy", "splits.json")},
+        "sha256": {f: sha256_of(out / f) for f in ("image.npy", "audio.npy", "labels.npy", "splits.json")},
     }
     (out / "meta.json").write_text(json.dumps(meta, indent=1))
 

@@ -99,16 +99,22 @@ class TeacherCacheHook(Hook):
             return
         loader = runner.train_dataloader
         dataset = loader.dataset
-        check_cacheable(dataset)
-        key = model.cache_key(dataset.fingerprint())
-
-        def compute():
-            plain = DataLoader(dataset, batch_size=self.batch_size, shuffle=False, collate_fn=loader.collate_fn)
-            model.eval()
-            for batch in plain:
-                batch = model.data_preprocessor(batch, False)
-                yield batch["index"].cpu().numpy(), model.all_expert_logits(batch).cpu().numpy()
-            model.train()
-
         cache_dir = self.cache_dir or str(Path(runner.work_dir) / "teacher_cache")
-        model.attach_cache(load_or_build(cache_dir, key, len(dataset), compute, runner.logger))
+        model.attach_cache(build_expert_cache(model, dataset, loader.collate_fn, cache_dir, self.batch_size,
+                                              runner.logger))
+
+
+def build_expert_cache(model, dataset, collate_fn, cache_dir: str | Path, batch_size: int = 256, logger=None):
+    """Every expert's logits on ``dataset`` (N × ways × C, memory-mapped), computed once per fingerprint."""
+    check_cacheable(dataset)
+    key = model.cache_key(dataset.fingerprint())
+
+    def compute():
+        was_training = model.training
+        model.eval()
+        for batch in DataLoader(dataset, batch_size=batch_size, shuffle=False, collate_fn=collate_fn):
+            batch = model.data_preprocessor(batch, False)
+            yield batch["index"].cpu().numpy(), model.all_expert_logits(batch).cpu().numpy()
+        model.train(was_training)
+
+    return load_or_build(cache_dir, key, len(dataset), compute, logger)

@@ -11,24 +11,16 @@ Validation reports each mask's KL (``MaskKLMetric``); ``BestMaskHook`` keeps eac
 from __future__ import annotations
 
 import torch
-from mmengine.model import BaseModel
-from torch import nn
 
 from xmodal.distill.losses.kd import soft_kl
-from xmodal.distill.mst.experts import build_experts, expert_logits
-from xmodal.distill.mst.members import (
-    architecture_of,
-    build_member,
-    freeze,
-    load_parts,
-    logits_of,
-    previous_stage_checkpoint,
-)
+from xmodal.distill.mst.base import MaskedExpertsModel
+from xmodal.distill.mst.experts import expert_logits
+from xmodal.distill.mst.members import freeze, logits_of
 from xmodal.registry import MODELS
 
 
 @MODELS.register_module()
-class MSTMaskTrainer(BaseModel):
+class MSTMaskTrainer(MaskedExpertsModel):
     """Args:
         student, teachers: as in stage 1 (weights come from ``init_from``).
         mask_layers: ``{teacher: [module path, ...]}``, one MaskNet per entry.
@@ -37,25 +29,17 @@ class MSTMaskTrainer(BaseModel):
         init_from: the stage-1 work dir (set by the stage runner); ``None`` builds untrained members.
     """
 
+    stage = 2
+
     def __init__(self, student: dict, teachers: dict[str, dict], mask_layers: dict[str, list[str]],
                  mask_shapes: dict | None = None, hidden_factor: int = 2, num_heads: int = 3,
                  temperature: float = 4.0, init_from: str | None = None, data_preprocessor: dict | None = None,
                  init_cfg: dict | None = None) -> None:
-        super().__init__(data_preprocessor=data_preprocessor, init_cfg=init_cfg)
-        self.student = build_member("student", {"model": student})
-        self.teachers = nn.ModuleDict({name: build_member(f"teacher '{name}'", {"model": architecture_of(spec)})
-                                       for name, spec in teachers.items()})
-        self.experts, self.masks = build_experts(self.teachers, mask_layers, mask_shapes, hidden_factor, num_heads)
+        super().__init__(student, teachers, mask_layers, mask_shapes, hidden_factor, num_heads, False, init_from,
+                         data_preprocessor, init_cfg)
         self.temperature = float(temperature)
-        if init_from is not None:
-            load_parts(self, previous_stage_checkpoint(init_from, "stage 2"), ("student.", "teachers."),
-                       "student and teachers of stage 1")
         freeze(self.student)
         freeze(self.teachers)
-
-    @property
-    def expert_names(self) -> list[str]:
-        return [e.name for e in self.experts]
 
     def init_weights(self) -> None:
         """Members come from stage 1; MaskNets initialise themselves."""

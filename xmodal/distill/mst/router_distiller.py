@@ -21,21 +21,12 @@ import math
 import numpy as np
 import torch
 import torch.nn.functional as F
-from mmengine.model import BaseModel
-from torch import nn
 
 from xmodal.distill.losses.kd import soft_kl
-from xmodal.distill.mst.experts import build_experts, expert_logits
+from xmodal.distill.mst.base import MaskedExpertsModel
+from xmodal.distill.mst.experts import expert_logits
 from xmodal.distill.mst.gate import GateNet
-from xmodal.distill.mst.members import (
-    architecture_of,
-    build_member,
-    freeze,
-    infer_num_classes,
-    load_masks,
-    load_parts,
-    previous_stage_checkpoint,
-)
+from xmodal.distill.mst.members import freeze, infer_num_classes, load_masks
 from xmodal.distill.teacher_cache import fingerprint
 from xmodal.registry import MODELS
 
@@ -50,11 +41,13 @@ def decayed(weight: float, epoch: int, factor: float, every: int, at_epoch0: boo
 
 
 @MODELS.register_module()
-class MSTRouterDistiller(BaseModel):
+class MSTRouterDistiller(MaskedExpertsModel):
     """Args (beyond stage 2's): ``num_classes`` (read from the student's head if omitted), ``top_k``,
     ``kd_mode``, ``stack_masks``, ``detach_gate_input`` (official: the LB gradient also reaches the
     student through the GateNet input), ``load_balance`` (loss config), ``w_task``/``w_kl``/``w_lb``,
     ``kl_decay``/``lb_decay`` (``dict(factor, every)``), ``decay_at_epoch0``."""
+
+    stage = 3
 
     def __init__(self, student: dict, teachers: dict[str, dict], mask_layers: dict[str, list[str]],
                  mask_shapes: dict | None = None, hidden_factor: int = 2, num_heads: int = 3,
@@ -64,12 +57,8 @@ class MSTRouterDistiller(BaseModel):
                  kl_decay: dict | None = None, lb_decay: dict | None = None, decay_at_epoch0: bool = True,
                  init_from: str | None = None, data_preprocessor: dict | None = None,
                  init_cfg: dict | None = None) -> None:
-        super().__init__(data_preprocessor=data_preprocessor, init_cfg=init_cfg)
-        self.student = build_member("student", {"model": student})
-        self.teachers = nn.ModuleDict({name: build_member(f"teacher '{name}'", {"model": architecture_of(spec)})
-                                       for name, spec in teachers.items()})
-        self.experts, self.masks = build_experts(self.teachers, mask_layers, mask_shapes, hidden_factor, num_heads,
-                                                 stack_masks)
+        super().__init__(student, teachers, mask_layers, mask_shapes, hidden_factor, num_heads, stack_masks,
+                         init_from, data_preprocessor, init_cfg)
         ways = len(self.experts)
         if not 1 <= top_k <= ways:
             raise ValueError(f"top_k={top_k} must be between 1 and the number of experts ({ways})")
@@ -86,15 +75,9 @@ class MSTRouterDistiller(BaseModel):
         self.register_buffer("route_counts", torch.zeros(ways, dtype=torch.long), persistent=False)
         self._cache: np.ndarray | None = None
         if init_from is not None:
-            load_parts(self, previous_stage_checkpoint(init_from, "stage 3"), ("student.", "teachers."),
-                       "student and teachers of stage 2")
             load_masks(self.masks, self.expert_names, init_from)
         freeze(self.teachers)
         freeze(self.masks)
-
-    @property
-    def expert_names(self) -> list[str]:
-        return [e.name for e in self.experts]
 
     def init_weights(self) -> None:
         """Members come from stage 2; the GateNet initialises itself."""

@@ -1,0 +1,145 @@
+"""Writing a dataset in xmodal's on-disk format (DESIGN §5): what every ``data_prep/`` script uses.
+
+``write_dataset`` writes arrays, labels, splits and ``meta.json`` (with SHA-256 checksums) into a
+temporary directory beside the target and renames it into place at the end, so an interrupted
+conversion leaves nothing half-written; an existing dataset is only replaced with ``force=True``.
+Splits are the MST-Distill protocol by default: a seeded permutation cut 60/20/20, reproducing the
+official index lists (``np.random.seed(19980427)``, permutation number ``group``), or a split file.
+"""
+
+from __future__ import annotations
+
+import csv
+import hashlib
+import json
+import os
+import shutil
+import tempfile
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+
+import numpy as np
+
+from xmodal.data.errors import DatasetFormatError
+
+OFFICIAL_SPLIT_SEED = 19980427  # MST-Distill's indices_gen.py
+SPLIT_NAMES = ("train", "val", "test")
+
+
+class DatasetExistsError(FileExistsError):
+    """The output directory already holds a dataset and ``force`` was not given."""
+
+
+def sha256_of(path: Path) -> str:
+    digest = hashlib.sha256()
+    with open(path, "rb") as fh:
+        for block in iter(lambda: fh.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+def cut_splits(order: Sequence[int], fractions: Sequence[float] = (0.6, 0.2, 0.2)) -> dict[str, list[int]]:
+    """First 60 % of ``order`` train, next 20 % val, the rest test (MST-Distill's get_indices)."""
+    n = len(order)
+    a, b = int(n * fractions[0]), int(n * (fractions[0] + fractions[1]))
+    order = [int(i) for i in order]
+    return {"train": order[:a], "val": order[a:b], "test": order[b:]}
+
+
+def official_splits(num_samples: int, group: int = 0) -> dict[str, list[int]]:
+    """The official MST-Distill split ``group_<group>``: the (group+1)-th permutation drawn after
+    seeding NumPy with 19980427, cut 60/20/20. Matches the official metadata CSVs when the samples
+    are in the official order."""
+    rng = np.random.RandomState(OFFICIAL_SPLIT_SEED)
+    for _ in range(group):
+        rng.permutation(num_samples)
+    return cut_splits(rng.permutation(num_samples))
+
+
+def read_split_file(path: str | Path, num_samples: int, group: int = 0) -> dict[str, list[int]]:
+    """A user-supplied split: JSON ``{"train": [...], "val": [...], "test": [...]}``, or an official
+    metadata CSV (columns ``group_0 … group_19``, each a permutation cut 60/20/20)."""
+    path = Path(path)
+    if not path.is_file():
+        raise DatasetFormatError(path, "split file", "not found")
+    if path.suffix.lower() == ".csv":
+        with open(path, newline="") as fh:
+            rows = list(csv.DictReader(fh))
+        column = f"group_{group}"
+        if not rows or column not in rows[0]:
+            raise DatasetFormatError(path, column, f"column missing; the file has {list(rows[0]) if rows else []}")
+        splits = cut_splits([int(r[column]) for r in rows])
+    else:
+        try:
+            splits = json.loads(path.read_text())
+        except json.JSONDecodeError as err:
+            raise DatasetFormatError(path, "json", f"not valid JSON ({err})") from err
+    for name in SPLIT_NAMES:
+        values = splits.get(name) if isinstance(splits, dict) else None
+        if not isinstance(values, list) or not values:
+            raise DatasetFormatError(path, name, "expected a non-empty list of sample indices")
+        bad = [i for i in values if not isinstance(i, int) or not 0 <= i < num_samples]
+        if bad:
+            raise DatasetFormatError(path, name, f"index {bad[0]!r} is not in [0, {num_samples - 1}]")
+    return {name: list(splits[name]) for name in SPLIT_NAMES}
+
+
+def write_dataset(out: str | Path, arrays: Mapping[str, np.ndarray], labels: np.ndarray, classes: Sequence[str],
+                  name: str, source: str, splits: Mapping[str, Sequence[int]], task: str = "classification",
+                  extra_meta: Mapping | None = None, extra_files: Mapping[str, str | bytes] | None = None,
+                  force: bool = False) -> Path:
+    """Write ``<modality>.npy`` for each array, ``labels.npy``, ``splits.json``, ``meta.json``."""
+    out = Path(out).expanduser()
+    if out.exists() and any(out.iterdir()) and not force:
+        raise DatasetExistsError(f"{out} already exists and is not empty; pass --force to replace it")
+    labels = np.asarray(labels)
+    for modality, array in arrays.items():
+        if len(array) != len(labels):
+            raise ValueError(f"{name}: modality '{modality}' has {len(array)} samples, labels {len(labels)}")
+    out.parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}-", dir=out.parent))
+    try:
+        files = []
+        for modality, array in arrays.items():
+            np.save(tmp / f"{modality}.npy", np.ascontiguousarray(array))
+            files.append(f"{modality}.npy")
+        np.save(tmp / "labels.npy", labels.astype(np.int64))
+        (tmp / "splits.json").write_text(json.dumps({k: [int(i) for i in v] for k, v in splits.items()}))
+        files += ["labels.npy", "splits.json"]
+        for filename, content in (extra_files or {}).items():
+            data = content.encode() if isinstance(content, str) else content
+            (tmp / filename).write_bytes(data)
+            files.append(filename)
+        meta = {
+            "name": name,
+            "version": "1",
+            "task": task,
+            "classes": list(classes),
+            "modalities": {m: {"shape": list(a.shape[1:]), "dtype": str(a.dtype)} for m, a in arrays.items()},
+            "source": source,
+            **(extra_meta or {}),
+            "sha256": {f: sha256_of(tmp / f) for f in files},
+        }
+        (tmp / "meta.json").write_text(json.dumps(meta, indent=1))
+        if out.exists():
+            shutil.rmtree(out)
+        os.replace(tmp, out)
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+    return out
+
+
+def add_common_arguments(parser) -> None:
+    """The options every data_prep script shares."""
+    parser.add_argument("--out", required=True, help="output dataset directory (xmodal on-disk format)")
+    parser.add_argument("--split-group", type=int, default=0,
+                        help="official split number 0-19 (MST-Distill's group_<n>; default 0)")
+    parser.add_argument("--split-file", help="use this split instead: JSON {train,val,test} or an official "
+                        "<dataset>_indices.csv")
+    parser.add_argument("--force", action="store_true", help="replace an existing dataset at --out")
+
+
+def splits_from_args(args, num_samples: int) -> dict[str, list[int]]:
+    if args.split_file:
+        return read_split_file(args.split_file, num_samples, args.split_group)
+    return official_splits(num_samples, args.split_group)
