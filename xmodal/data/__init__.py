@@ -1,6 +1,7 @@
 from xmodal.data.digits_av import DigitsAVDataset, DigitsAVSpec, build_digits_av
 from xmodal.data.errors import DatasetFormatError
 from xmodal.data.paired import PairedDataset
+from xmodal.data.segmentation import SegmentationDataset
 from xmodal.data.transforms import GaussianNoise, LogMelSpectrogram
 
 __all__ = [
@@ -10,5 +11,6 @@ __all__ = [
     "GaussianNoise",
     "LogMelSpectrogram",
     "PairedDataset",
+    "SegmentationDataset",
     "build_digits_av",
 ]

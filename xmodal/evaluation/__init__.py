@@ -6,11 +6,13 @@ from xmodal.evaluation.classification import (
     macro_f1,
 )
 from xmodal.evaluation.routing import MaskKLMetric, RouterUsageMetric, plot_router_usage
+from xmodal.evaluation.segmentation import SegmentationMetric
 
 __all__ = [
     "ClassificationMetric",
     "MaskKLMetric",
     "RouterUsageMetric",
+    "SegmentationMetric",
     "accuracy",
     "cohen_kappa",
     "confusion_matrix",

@@ -1,13 +1,17 @@
 from xmodal.models.classifier import ModalityClassifier
 from xmodal.models.encoders import LeNet5, SpectrogramCNN, TimmImageEncoder, TinyTextEncoder
+from xmodal.models.fusenet import FuseNetSegmenter
 from xmodal.models.fusion import AttentionFusion, ConcatFusion
 from xmodal.models.heads import ClsHead
+from xmodal.models.mlp_fusion import MLPFusion
 
 __all__ = [
     "AttentionFusion",
     "ClsHead",
     "ConcatFusion",
+    "FuseNetSegmenter",
     "LeNet5",
+    "MLPFusion",
     "ModalityClassifier",
     "SpectrogramCNN",
     "TimmImageEncoder",

@@ -1,5 +1,15 @@
 from xmodal.models.encoders.audio import SpectrogramCNN
+from xmodal.models.encoders.feature_mlp import FeatureMLP
 from xmodal.models.encoders.image import LeNet5, TimmImageEncoder
 from xmodal.models.encoders.text import TinyTextEncoder
+from xmodal.models.encoders.vggsound import VGGSoundAudioEncoder, VGGSoundVisualEncoder
 
-__all__ = ["LeNet5", "SpectrogramCNN", "TimmImageEncoder", "TinyTextEncoder"]
+__all__ = [
+    "FeatureMLP",
+    "LeNet5",
+    "SpectrogramCNN",
+    "TimmImageEncoder",
+    "TinyTextEncoder",
+    "VGGSoundAudioEncoder",
+    "VGGSoundVisualEncoder",
+]
