@@ -1,0 +1,11 @@
+# Visual + audio fusion teacher on VGGSound-50k (official DSCNN-VGGS-I).
+#   python tools/train.py configs/vggsound/teacher_fusion.py --work-dir work_dirs/vggsound/teacher_fusion
+_base_ = [
+    "./_base_/models/vggsound.py",
+    "./_base_/datasets/vggsound.py",
+    "../_base_/default_runtime.py",
+    "./_base_/schedules/adam_1e-4_100e.py",
+]
+model = {{_base_.fusion_model}}
+# official model selection: lowest validation loss
+default_hooks = dict(checkpoint=dict(save_best="cross_entropy", rule="less"))
