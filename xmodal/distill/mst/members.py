@@ -87,7 +87,11 @@ def load_masks(masks: nn.ModuleList, expert_names: list[str], stage_dir: str | P
         raise CheckpointError(f"{path}: masks were trained for experts {saved.get('experts')}, this config has "
                               f"{expert_names}; rerun stage 2 with this config")
     for i, mask in enumerate(masks):
-        mask.load_state_dict(saved["masks"][i])
+        try:
+            mask.load_state_dict(saved["masks"][i])
+        except RuntimeError as err:
+            raise CheckpointError(f"{path}: mask of {expert_names[i]} does not fit this config; hidden_factor, "
+                                  f"num_heads and mask_shapes must be the same as in stage 2.\n{err}") from None
     return saved
 
 
