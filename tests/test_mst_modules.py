@@ -234,3 +234,44 @@ def test_stage3_frozen_parts_and_bad_settings():
 
 def test_gatenet_shapes():
     assert GateNet(10, 4)(torch.randn(3, 10)).shape == (3, 4)
+
+
+# -- dense (segmentation) students ------------------------------------------------------------------
+def test_dense_kd_is_the_per_pixel_kl_averaged_over_pixels():
+    from xmodal.distill.losses.kd import soft_kl
+
+    torch.manual_seed(0)
+    s, t = torch.randn(2, 5, 3, 4), torch.randn(2, 5, 3, 4)
+    flat = lambda x: x.permute(0, 2, 3, 1).reshape(-1, 5)  # noqa: E731  one row per pixel
+    per_pixel = _kl(torch.softmax(flat(t).double() / 2, 1), torch.softmax(flat(s).double() / 2, 1))
+    assert soft_kl(s, t, 2.0).item() == pytest.approx(4 * per_pixel.mean().item(), rel=1e-5)
+    assert soft_kl(s, t, 2.0, "none").tolist() == pytest.approx((4 * per_pixel.view(2, 12).mean(1)).tolist(), rel=1e-5)
+
+
+def test_mst_stages_run_on_the_nyu_segmentation_recipe_at_tiny_width(tmp_path):
+    from mmengine.config import Config
+    from mmengine.registry import init_default_scope
+
+    from tests.conftest import REPO
+    from xmodal.apis.stages import stage_config
+    from xmodal.registry import MODELS
+
+    init_default_scope("xmodal")
+    cfg = Config.fromfile(str(REPO / "configs/mst_distill/mst_nyudv2_rgb.py"))
+    cfg.work_dir = str(tmp_path)
+    tiny = lambda m: dict(m, width=1 / 16)  # noqa: E731
+    batch = {"rgb": torch.randn(2, 3, 64, 64), "depth": torch.randn(2, 1, 64, 64),
+             "label": torch.randint(0, 41, (2, 64, 64)), "index": torch.arange(2)}
+    for number, expected in ((1, "loss_kl_student"), (2, "loss_mask3"), (3, "loss_lb")):
+        model_cfg = stage_config(cfg, number).model
+        model_cfg.pop("init_from", None)
+        model_cfg.student = tiny(model_cfg.student)
+        model_cfg.teachers = {k: dict(model=tiny(v["model"])) for k, v in model_cfg.teachers.items()}
+        if "mask_shapes" in model_cfg:  # 64×64 input, width 1/16: 32 channels at 2×2 / 4×4
+            model_cfg.mask_shapes = {t: {p: [32, 2, 2] for p in paths} for t, paths in model_cfg.mask_shapes.items()}
+        torch.manual_seed(0)
+        model = MODELS.build(model_cfg).train()
+        losses = model(mode="loss", **batch)
+        assert expected in losses and all(torch.isfinite(v) for v in losses.values())
+        sum(losses.values()).backward()
+    assert model.gate(torch.randn(2, 41, 64, 64)).shape == (2, 4)

@@ -14,13 +14,16 @@ from xmodal.registry import MODELS
 def soft_kl(student_logits: torch.Tensor, teacher_logits: torch.Tensor, temperature: float,
             reduction: str = "batchmean") -> torch.Tensor:
     """T² · KL(softmax(t/T) ‖ softmax(s/T)) in fp32; gradients reach both sides (detach the teacher to stop
-    them). ``reduction``: ``"batchmean"`` (a scalar) or ``"none"`` (one value per sample)."""
+    them). ``reduction``: ``"batchmean"`` (a scalar) or ``"none"`` (one value per sample). Dense logits
+    (B, C, H, W) are compared per pixel (softmax over C) and averaged over the pixels, as in MST-Distill's
+    segmentation loss."""
     t = temperature
     log_p_student = F.log_softmax(student_logits.float() / t, dim=1)
     log_p_teacher = F.log_softmax(teacher_logits.float() / t, dim=1)
     kl = F.kl_div(log_p_student, log_p_teacher, log_target=True, reduction="none")
+    positions = kl[0, 0].numel() if kl.dim() > 2 else 1
     kl = kl.flatten(1).sum(1) if reduction == "none" else kl.sum() / student_logits.shape[0]
-    return kl * t * t
+    return kl * (t * t / positions)
 
 
 @MODELS.register_module()

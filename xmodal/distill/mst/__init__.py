@@ -5,11 +5,21 @@ Stage 1 ``MSTCoTrainer`` → stage 2 ``MSTMaskTrainer`` (+ ``BestMaskHook``) →
 """
 
 from xmodal.distill.mst.cotrain import MSTCoTrainer
-from xmodal.distill.mst.gate import GateNet
+from xmodal.distill.mst.gate import GateNet, GateNetDense
 from xmodal.distill.mst.hooks import BestMaskHook, RouterHook, TeacherCacheHook
 from xmodal.distill.mst.mask_trainer import MSTMaskTrainer
 from xmodal.distill.mst.masknet import MaskNet1d, MaskNet2d
 from xmodal.distill.mst.router_distiller import MSTRouterDistiller
 
-__all__ = ["BestMaskHook", "GateNet", "MSTCoTrainer", "MSTMaskTrainer", "MSTRouterDistiller", "MaskNet1d",
-           "MaskNet2d", "RouterHook", "TeacherCacheHook"]
+__all__ = [
+    "BestMaskHook",
+    "GateNet",
+    "GateNetDense",
+    "MSTCoTrainer",
+    "MSTMaskTrainer",
+    "MSTRouterDistiller",
+    "MaskNet1d",
+    "MaskNet2d",
+    "RouterHook",
+    "TeacherCacheHook",
+]

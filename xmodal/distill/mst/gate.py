@@ -21,3 +21,20 @@ class GateNet(nn.Module):
 
     def forward(self, logits: torch.Tensor) -> torch.Tensor:
         return self.fc2(self.fc1(logits))
+
+
+@MODELS.register_module()
+class GateNetDense(nn.Module):
+    """Router for dense (B, C, H, W) logits (segmentation): 1×1 conv C → 2C, ReLU, depthwise 3×3
+    stride 2, ReLU, global average pooling, Linear(2C → ways), as the official NYU-Depth-V2 router."""
+
+    def __init__(self, num_classes: int, ways: int) -> None:
+        super().__init__()
+        hidden = 2 * num_classes
+        self.pointwise = nn.Conv2d(num_classes, hidden, 1)
+        self.depthwise = nn.Conv2d(hidden, hidden, 3, stride=2, padding=1, groups=hidden)
+        self.fc = nn.Linear(hidden, ways)
+
+    def forward(self, logits: torch.Tensor) -> torch.Tensor:
+        x = torch.relu(self.depthwise(torch.relu(self.pointwise(logits))))
+        return self.fc(x.mean(dim=(2, 3)))

@@ -60,6 +60,6 @@ class MSTMaskTrainer(MaskedExpertsModel):
             return {f"loss_mask{i}": kl for i, kl in enumerate(self.mask_kls(batch))}
         if mode == "predict":
             kls = torch.stack(self.mask_kls(batch, reduction="none"), dim=1).detach().cpu()
-            return [{"mask_kl": kls[i], "label": int(batch["label"][i])} for i in range(len(kls))]
+            return [{"mask_kl": kls[i]} for i in range(len(kls))]
         return self.student(mode=mode, **batch)
 

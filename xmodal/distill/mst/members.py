@@ -96,6 +96,8 @@ def load_masks(masks: nn.ModuleList, expert_names: list[str], stage_dir: str | P
 
 
 def infer_num_classes(student: nn.Module) -> int:
+    if isinstance(getattr(student, "num_classes", None), int):
+        return student.num_classes
     head = getattr(getattr(student, "head", None), "fc", None)
     if isinstance(head, nn.Linear):
         return head.out_features

@@ -22,10 +22,10 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
+import xmodal.distill.mst.gate  # noqa: F401  (registers GateNet, GateNetDense)
 from xmodal.distill.losses.kd import soft_kl
 from xmodal.distill.mst.base import MaskedExpertsModel
 from xmodal.distill.mst.experts import expert_logits
-from xmodal.distill.mst.gate import GateNet
 from xmodal.distill.mst.members import freeze, infer_num_classes, load_masks
 from xmodal.distill.teacher_cache import fingerprint
 from xmodal.registry import MODELS
@@ -45,14 +45,15 @@ class MSTRouterDistiller(MaskedExpertsModel):
     """Args (beyond stage 2's): ``num_classes`` (read from the student's head if omitted), ``top_k``,
     ``kd_mode``, ``stack_masks``, ``detach_gate_input`` (official: the LB gradient also reaches the
     student through the GateNet input), ``load_balance`` (loss config), ``w_task``/``w_kl``/``w_lb``,
-    ``kl_decay``/``lb_decay`` (``dict(factor, every)``), ``decay_at_epoch0``."""
+    ``kl_decay``/``lb_decay`` (``dict(factor, every)``), ``decay_at_epoch0``, ``gate`` (``"GateNet"``, or
+    ``"GateNetDense"`` for segmentation students whose logits are (B, C, H, W))."""
 
     stage = 3
 
     def __init__(self, student: dict, teachers: dict[str, dict], mask_layers: dict[str, list[str]],
                  mask_shapes: dict | None = None, hidden_factor: int = 2, num_heads: int = 3,
                  num_classes: int | None = None, top_k: int = 1, kd_mode: str = "topk", stack_masks: bool = False,
-                 detach_gate_input: bool = False, temperature: float = 4.0,
+                 detach_gate_input: bool = False, temperature: float = 4.0, gate: str = "GateNet",
                  load_balance: dict | None = None, w_task: float = 1.0, w_kl: float = 1.0, w_lb: float = 1.0,
                  kl_decay: dict | None = None, lb_decay: dict | None = None, decay_at_epoch0: bool = True,
                  init_from: str | None = None, data_preprocessor: dict | None = None,
@@ -64,7 +65,8 @@ class MSTRouterDistiller(MaskedExpertsModel):
             raise ValueError(f"top_k={top_k} must be between 1 and the number of experts ({ways})")
         if kd_mode not in _KD_MODES:
             raise ValueError(f"kd_mode={kd_mode!r}; expected one of {_KD_MODES}")
-        self.gate = GateNet(num_classes or infer_num_classes(self.student), ways)
+        self.gate = MODELS.build(dict(type=gate, num_classes=num_classes or infer_num_classes(self.student),
+                                      ways=ways))
         self.load_balance = MODELS.build(load_balance or dict(type="LoadBalanceLoss", mode="kl"))
         self.top_k, self.kd_mode, self.stack_masks = top_k, kd_mode, stack_masks
         self.detach_gate_input, self.temperature = detach_gate_input, float(temperature)
@@ -121,7 +123,7 @@ class MSTRouterDistiller(MaskedExpertsModel):
     # -- losses -----------------------------------------------------------------------------------
     def route(self, student_logits: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         gate_in = student_logits.detach() if self.detach_gate_input else student_logits
-        probs = F.softmax(self.gate(gate_in.float()), dim=1)
+        probs = F.softmax(self.gate(gate_in.float()), dim=1)  # (B, ways), also for dense logits
         return probs, probs.topk(self.top_k, dim=1).indices
 
     def routed_kd(self, student_logits: torch.Tensor, experts: torch.Tensor, probs: torch.Tensor,
