@@ -52,7 +52,11 @@ class RouterUsageMetric(BaseMetric):
         for sample in data_samples:
             if "route" not in sample:
                 raise KeyError("RouterUsageMetric needs predictions with a 'route' (an MST stage-3 model)")
-            self.results.append((int(sample["label"]), list(sample["route"])))
+            label = torch.as_tensor(sample["label"])
+            if label.numel() != 1:
+                raise ValueError("RouterUsageMetric counts routes per class and needs one label per sample; got a "
+                                 f"label of shape {tuple(label.shape)} (a segmentation map?)")
+            self.results.append((int(label), list(sample["route"])))
 
     def compute_metrics(self, results: list) -> dict[str, float]:
         ways = len(self.expert_names)
