@@ -42,3 +42,20 @@ def test_metric_class_over_batches():
 def test_rejects_out_of_range_labels():
     with pytest.raises(ValueError, match="labels must lie in"):
         confusion_matrix(np.array([0]), np.array([3]), 3)
+
+
+def test_router_usage_per_class_by_hand(tmp_path):
+    from xmodal.evaluation import MaskKLMetric, RouterUsageMetric, plot_router_usage
+
+    metric = RouterUsageMetric(expert_names=["a", "b", "c"])
+    metric.dataset_meta = {"classes": ["x", "y"]}
+    samples = [{"label": 0, "route": [0]}, {"label": 0, "route": [2]}, {"label": 1, "route": [2]},
+               {"label": 0, "route": [0]}]
+    metric.process(None, samples)
+    result = metric.compute_metrics(metric.results)
+    assert result == pytest.approx({"router/a": 0.5, "router/b": 0.0, "router/c": 0.5})
+    np.testing.assert_allclose(metric.usage_by_class, [[2 / 3, 0, 1 / 3], [0, 0, 1]])
+    assert plot_router_usage(metric.usage_by_class, ["a", "b", "c"], ["x", "y"], tmp_path / "r.png").is_file()
+    kl = MaskKLMetric(expert_names=["a", "b"])
+    kl.process(None, [{"mask_kl": torch.tensor([1.0, 3.0])}, {"mask_kl": torch.tensor([2.0, 5.0])}])
+    assert kl.compute_metrics(kl.results) == pytest.approx({"kl/a": 1.5, "kl/b": 4.0, "kl_mean": 2.75})
