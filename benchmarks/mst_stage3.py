@@ -54,7 +54,7 @@ def _epoch(model, loader, optimizer) -> float:
 def main(argv=None) -> None:
     from xmodal.apis.stages import stage_config
     from xmodal.distill.mst.hooks import build_expert_cache
-    from xmodal.distill.mst.masknet import masknet_1d_num_params
+    from xmodal.distill.mst.masknet import masknet_1d_num_params, masknet_2d_num_params
     from xmodal.registry import DATASETS, MODELS
 
     args = parse_args(argv)
@@ -96,10 +96,12 @@ def main(argv=None) -> None:
     for expert, mask in zip(model.experts, model.masks):
         print(f"  {expert.name:<40} {type(mask).__name__:<10} {sum(p.numel() for p in mask.parameters()):>12,}")
     print(f"  {'student (trainable)':<40} {'':<10} {sum(p.numel() for p in model.student.parameters()):>12,}")
-    print("MaskNet parameters, official AV-MNIST layers (factor 2, 3 heads)")
-    for name, width in (("CNN-I concat (596)", 596), ("CNN-I fc1 (298)", 298), ("ThreeLayerCNN-A conv3 (120x1x1)", 120),
-                        ("ThreeLayerCNN-A fc1 (84)", 84)):
-        print(f"  {name:<40} {'MaskNet1d':<10} {masknet_1d_num_params(width):>12,}")
+    print("MaskNet parameters, official AV-MNIST layers, image student (factor 2, 3 heads)")
+    official = (("CNN-I concat_identity (596)", 596, False), ("CNN-I fc1 (298)", 298, False),
+                ("ThreeLayerCNN-A conv2 (64x56x56)", 64, True), ("ThreeLayerCNN-A conv3 (128x28x28)", 128, True))
+    for name, width, is_2d in official:
+        count = masknet_2d_num_params(width) if is_2d else masknet_1d_num_params(width)
+        print(f"  {name:<40} {'MaskNet2d' if is_2d else 'MaskNet1d':<10} {count:>12,}")
 
 
 if __name__ == "__main__":
