@@ -84,49 +84,73 @@ def read_split_file(path: str | Path, num_samples: int, group: int = 0) -> dict[
     return {name: list(splits[name]) for name in SPLIT_NAMES}
 
 
-def write_dataset(out: str | Path, arrays: Mapping[str, np.ndarray], labels: np.ndarray, classes: Sequence[str],
-                  name: str, source: str, splits: Mapping[str, Sequence[int]], task: str = "classification",
-                  extra_meta: Mapping | None = None, extra_files: Mapping[str, str | bytes] | None = None,
-                  force: bool = False) -> Path:
-    """Write ``<modality>.npy`` for each array, ``labels.npy``, ``splits.json``, ``meta.json``."""
-    out = Path(out).expanduser()
-    if out.exists() and any(out.iterdir()) and not force:
-        raise DatasetExistsError(f"{out} already exists and is not empty; pass --force to replace it")
-    labels = np.asarray(labels)
-    for modality, array in arrays.items():
-        if len(array) != len(labels):
-            raise ValueError(f"{name}: modality '{modality}' has {len(array)} samples, labels {len(labels)}")
-    out.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}-", dir=out.parent))
-    try:
-        files = []
-        for modality, array in arrays.items():
-            np.save(tmp / f"{modality}.npy", np.ascontiguousarray(array))
-            files.append(f"{modality}.npy")
-        np.save(tmp / "labels.npy", labels.astype(np.int64))
-        (tmp / "splits.json").write_text(json.dumps({k: [int(i) for i in v] for k, v in splits.items()}))
+class DatasetStream:
+    """A dataset written piece by piece: ``array()`` gives a memory-mapped ``<modality>.npy`` in a
+    temporary directory beside ``out`` to fill in chunks, ``commit()`` adds labels, splits and
+    ``meta.json`` and renames the directory into place. Used as a context manager, a failure
+    removes the temporary directory and leaves ``out`` untouched."""
+
+    def __init__(self, out: str | Path, force: bool = False) -> None:
+        self.out = Path(out).expanduser()
+        if self.out.exists() and any(self.out.iterdir()) and not force:
+            raise DatasetExistsError(f"{self.out} already exists and is not empty; pass --force to replace it")
+        self.out.parent.mkdir(parents=True, exist_ok=True)
+        self.tmp = Path(tempfile.mkdtemp(prefix=f".{self.out.name}-", dir=self.out.parent))
+        self.arrays: dict[str, np.ndarray] = {}
+
+    def __enter__(self) -> DatasetStream:
+        return self
+
+    def __exit__(self, *exc) -> None:
+        shutil.rmtree(self.tmp, ignore_errors=True)
+
+    def array(self, modality: str, shape: Sequence[int], dtype: str | np.dtype = "float32") -> np.ndarray:
+        self.arrays[modality] = np.lib.format.open_memmap(self.tmp / f"{modality}.npy", mode="w+", dtype=dtype,
+                                                          shape=tuple(shape))
+        return self.arrays[modality]
+
+    def commit(self, labels: np.ndarray, classes: Sequence[str], name: str, source: str,
+               splits: Mapping[str, Sequence[int]], task: str = "classification", extra_meta: Mapping | None = None,
+               extra_files: Mapping[str, str | bytes] | None = None) -> Path:
+        labels = np.asarray(labels)
+        for modality, array in self.arrays.items():
+            if len(array) != len(labels):
+                raise ValueError(f"{name}: modality '{modality}' has {len(array)} samples, labels {len(labels)}")
+            array.flush()
+        files = [f"{m}.npy" for m in self.arrays]
+        np.save(self.tmp / "labels.npy", labels.astype(np.int64))
+        (self.tmp / "splits.json").write_text(json.dumps({k: [int(i) for i in v] for k, v in splits.items()}))
         files += ["labels.npy", "splits.json"]
         for filename, content in (extra_files or {}).items():
-            data = content.encode() if isinstance(content, str) else content
-            (tmp / filename).write_bytes(data)
+            (self.tmp / filename).write_bytes(content.encode() if isinstance(content, str) else content)
             files.append(filename)
         meta = {
             "name": name,
             "version": "1",
             "task": task,
             "classes": list(classes),
-            "modalities": {m: {"shape": list(a.shape[1:]), "dtype": str(a.dtype)} for m, a in arrays.items()},
+            "modalities": {m: {"shape": list(a.shape[1:]), "dtype": str(a.dtype)} for m, a in self.arrays.items()},
             "source": source,
             **(extra_meta or {}),
-            "sha256": {f: sha256_of(tmp / f) for f in files},
+            "sha256": {f: sha256_of(self.tmp / f) for f in files},
         }
-        (tmp / "meta.json").write_text(json.dumps(meta, indent=1))
-        if out.exists():
-            shutil.rmtree(out)
-        os.replace(tmp, out)
-    finally:
-        shutil.rmtree(tmp, ignore_errors=True)
-    return out
+        (self.tmp / "meta.json").write_text(json.dumps(meta, indent=1))
+        self.arrays.clear()  # release the memory maps before the rename
+        if self.out.exists():
+            shutil.rmtree(self.out)
+        os.replace(self.tmp, self.out)
+        return self.out
+
+
+def write_dataset(out: str | Path, arrays: Mapping[str, np.ndarray], labels: np.ndarray, classes: Sequence[str],
+                  name: str, source: str, splits: Mapping[str, Sequence[int]], task: str = "classification",
+                  extra_meta: Mapping | None = None, extra_files: Mapping[str, str | bytes] | None = None,
+                  force: bool = False) -> Path:
+    """Write ``<modality>.npy`` for each (in-memory) array, ``labels.npy``, ``splits.json``, ``meta.json``."""
+    with DatasetStream(out, force=force) as stream:
+        for modality, array in arrays.items():
+            stream.array(modality, array.shape, array.dtype)[:] = array
+        return stream.commit(labels, classes, name, source, splits, task, extra_meta, extra_files)
 
 
 def add_common_arguments(parser) -> None:

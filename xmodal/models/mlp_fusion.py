@@ -28,17 +28,22 @@ class MLPFusion(nn.Module):
             visual and image before text, which is also the sorted order.
         dropout: before each layer (0 in the official models).
         modality_dropout: see ``xmodal.models.fusion.drop_modalities`` (0 in the official models).
+        activation: ReLU after each layer (AV-MNIST's CNN-I has none between its fc1 and fc2).
+
+    The concatenated features pass through ``concat`` (an identity), so a hook or mask can reach them.
     """
 
     def __init__(self, in_dims: dict[str, int], hidden_dims: Sequence[int] = (320, 160),
-                 order: Sequence[str] | None = None, dropout: float = 0.0, modality_dropout: float = 0.0) -> None:
+                 order: Sequence[str] | None = None, dropout: float = 0.0, modality_dropout: float = 0.0,
+                 activation: bool = True) -> None:
         super().__init__()
         self.order = list(order) if order is not None else sorted(in_dims)
         if sorted(self.order) != sorted(in_dims):
             raise ValueError(f"MLPFusion: order {self.order} does not name the modalities {sorted(in_dims)}")
         if not hidden_dims:
             raise ValueError("MLPFusion: hidden_dims is empty; expected at least one layer width")
-        self.modality_dropout = modality_dropout
+        self.modality_dropout, self.activation = modality_dropout, activation
+        self.concat = nn.Identity()
         self.num_layers = len(hidden_dims)
         self.dropout = nn.Dropout(dropout)
         prev = sum(in_dims.values())
@@ -49,7 +54,8 @@ class MLPFusion(nn.Module):
 
     def forward(self, features: dict[str, torch.Tensor]) -> torch.Tensor:
         features = drop_modalities(features, self.modality_dropout, self.training)
-        x = torch.cat([features[m] for m in self.order], dim=1)
+        x = self.concat(torch.cat([features[m] for m in self.order], dim=1))
         for i in range(1, self.num_layers + 1):
-            x = torch.relu(getattr(self, f"fc{i}")(self.dropout(x)))
+            x = getattr(self, f"fc{i}")(self.dropout(x))
+            x = torch.relu(x) if self.activation else x
         return x

@@ -1,4 +1,5 @@
 from xmodal.models.encoders.audio import SpectrogramCNN
+from xmodal.models.encoders.avmnist import FiveLayerCNNEncoder, LeNet5Encoder, ThreeLayerCNNEncoder
 from xmodal.models.encoders.feature_mlp import FeatureMLP
 from xmodal.models.encoders.image import LeNet5, TimmImageEncoder
 from xmodal.models.encoders.ravdess import RAVDESSAudioEncoder, RAVDESSVisualEncoder
@@ -7,10 +8,13 @@ from xmodal.models.encoders.vggsound import VGGSoundAudioEncoder, VGGSoundVisual
 
 __all__ = [
     "FeatureMLP",
+    "FiveLayerCNNEncoder",
     "LeNet5",
+    "LeNet5Encoder",
     "RAVDESSAudioEncoder",
     "RAVDESSVisualEncoder",
     "SpectrogramCNN",
+    "ThreeLayerCNNEncoder",
     "TimmImageEncoder",
     "TinyTextEncoder",
     "VGGSoundAudioEncoder",
