@@ -30,10 +30,7 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
-import shutil
 import sys
-import tempfile
 from collections.abc import Sequence
 from pathlib import Path
 
@@ -45,10 +42,10 @@ if __package__ in (None, ""):  # run as a script: make the repository importable
 from xmodal.data.errors import DatasetFormatError  # noqa: E402
 from xmodal.data.writer import (  # noqa: E402
     DatasetExistsError,
+    DatasetStream,
     add_common_arguments,
     official_splits,
     read_split_file,
-    sha256_of,
 )
 
 NAME = "vggsound"
@@ -222,11 +219,8 @@ def _write(root: Path, features: Path, names: list[str], labels: np.ndarray, dty
            out: Path) -> Path:
     n = len(names)
     limit = float(np.finfo(dtype).max)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}-", dir=out.parent))
-    try:
-        arrays = {m: np.lib.format.open_memmap(tmp / f"{m}.npy", mode="w+", dtype=dtype, shape=(n, *shape))
-                  for m, shape in SHAPES.items()}
+    with DatasetStream(out, force=True) as stream:  # convert() has already refused an existing dataset
+        arrays = {m: stream.array(m, (n, *shape), dtype) for m, shape in SHAPES.items()}
         for row, name in enumerate(names):
             for modality, target in arrays.items():
                 array = load_feature(features, name, modality, row + 1).astype(np.float32)
@@ -239,16 +233,7 @@ def _write(root: Path, features: Path, names: list[str], labels: np.ndarray, dty
                 target[row] = array
             if row % 1024 == 1023:  # hand written pages to the OS so they need not stay in memory
                 _flush(arrays)
-        _flush(arrays)
-        del arrays  # close the maps before hashing and renaming
-        np.save(tmp / "labels.npy", labels)
-        (tmp / "splits.json").write_text(json.dumps(splits))
-        files = [*(f"{m}.npy" for m in SHAPES), "labels.npy", "splits.json"]
         meta = {
-            "name": NAME,
-            "version": "1",
-            "task": "classification",
-            "classes": list(CLASSES),
             "modalities": {
                 "visual": {"shape": list(SHAPES["visual"]), "dtype": dtype.name,
                            "layout": "segments x H x W x channels (VGG-19 pool5 per 1 s segment)"},
@@ -261,21 +246,12 @@ def _write(root: Path, features: Path, names: list[str], labels: np.ndarray, dty
             "normalization": {"mode": "global min-max per modality (preprocess_VGGsound50K_3.py)",
                               "applied_by": "converter" if ranges else f"source ({features.name})",
                               **({"range": {m: list(r) for m, r in ranges.items()}} if ranges else {})},
-            "source": f"{root.name}/{METADATA_FILE} + {features.name}/",
             "sample_names": "sample_names.txt",
             "label_source": f"class id of {METADATA_FILE} (the official loader's target[:, 0, -1])",
             "split_protocol": protocol,
         }
-        (tmp / "sample_names.txt").write_text("\n".join(names) + "\n", encoding="utf-8")
-        files.append("sample_names.txt")
-        meta["sha256"] = {f: sha256_of(tmp / f) for f in files}
-        (tmp / "meta.json").write_text(json.dumps(meta, indent=1))
-        if out.exists():
-            shutil.rmtree(out)
-        os.replace(tmp, out)
-    finally:
-        shutil.rmtree(tmp, ignore_errors=True)
-    return out
+        return stream.commit(labels, CLASSES, NAME, f"{root.name}/{METADATA_FILE} + {features.name}/", splits,
+                             extra_meta=meta, extra_files={"sample_names.txt": "\n".join(names) + "\n"})
 
 
 def main(argv: Sequence[str] | None = None) -> int:
