@@ -109,16 +109,29 @@ class DatasetStream:
                                                           shape=tuple(shape))
         return self.arrays[modality]
 
-    def commit(self, labels: np.ndarray, classes: Sequence[str], name: str, source: str,
+    def labels(self, shape: Sequence[int], dtype: str | np.dtype = "int64") -> np.ndarray:
+        """A memory-mapped ``labels.npy`` to fill in chunks (per-pixel labels); then ``commit(None, ...)``."""
+        self._labels = np.lib.format.open_memmap(self.tmp / "labels.npy", mode="w+", dtype=dtype, shape=tuple(shape))
+        return self._labels
+
+    def commit(self, labels: np.ndarray | None, classes: Sequence[str], name: str, source: str,
                splits: Mapping[str, Sequence[int]], task: str = "classification", extra_meta: Mapping | None = None,
                extra_files: Mapping[str, str | bytes] | None = None) -> Path:
-        labels = np.asarray(labels)
+        """Write labels (or keep those filled through ``labels()``), splits and meta.json, then rename."""
+        written = getattr(self, "_labels", None)
+        if labels is None and written is None:
+            raise ValueError(f"{name}: no labels given and none written through DatasetStream.labels()")
+        count = len(written) if labels is None else len(labels)
         for modality, array in self.arrays.items():
-            if len(array) != len(labels):
-                raise ValueError(f"{name}: modality '{modality}' has {len(array)} samples, labels {len(labels)}")
+            if len(array) != count:
+                raise ValueError(f"{name}: modality '{modality}' has {len(array)} samples, labels {count}")
             array.flush()
         files = [f"{m}.npy" for m in self.arrays]
-        np.save(self.tmp / "labels.npy", labels.astype(np.int64))
+        if labels is None:
+            written.flush()
+            self._labels = None
+        else:
+            np.save(self.tmp / "labels.npy", np.asarray(labels).astype(np.int64))
         (self.tmp / "splits.json").write_text(json.dumps({k: [int(i) for i in v] for k, v in splits.items()}))
         files += ["labels.npy", "splits.json"]
         for filename, content in (extra_files or {}).items():
