@@ -44,14 +44,10 @@ import io
 import json
 import math
 import multiprocessing
-import os
 import re
-import shutil
 import sys
-import tempfile
 from collections.abc import Callable, Iterator, Sequence
 from concurrent.futures import ProcessPoolExecutor
-from contextlib import contextmanager
 from dataclasses import dataclass
 from functools import lru_cache
 from pathlib import Path
@@ -64,10 +60,10 @@ if __package__ in (None, ""):  # run as a script: make the repository importable
 from xmodal.data.errors import DatasetFormatError  # noqa: E402
 from xmodal.data.writer import (  # noqa: E402
     DatasetExistsError,
+    DatasetStream,
     add_common_arguments,
     official_splits,
     read_split_file,
-    sha256_of,
 )
 
 NAME = "ravdess"
@@ -462,33 +458,9 @@ def scale_audio(audio: np.ndarray, path: Path | str) -> np.ndarray:
 
 
 # -- writing ---------------------------------------------------------------------------------------
-@contextmanager
-def _staging(out: Path) -> Iterator[Path]:
-    """A temporary directory beside ``out``, renamed to ``out`` when the block finishes cleanly."""
-    out.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}-", dir=out.parent))
-    try:
-        yield tmp
-        if out.exists():
-            shutil.rmtree(out)
-        os.replace(tmp, out)
-    finally:
-        shutil.rmtree(tmp, ignore_errors=True)
-
-
-def _finish(tmp: Path, labels: np.ndarray, splits: dict, dtype: np.dtype, low: np.ndarray, high: np.ndarray,
-            meta_extra: dict, names: Sequence[str] | None) -> None:
-    np.save(tmp / "labels.npy", labels.astype(np.int64))
-    (tmp / "splits.json").write_text(json.dumps(splits))
-    files = ["video.npy", "audio.npy", "labels.npy", "splits.json"]
-    if names is not None:
-        (tmp / "sample_names.txt").write_text("\n".join(names) + "\n", encoding="utf-8")
-        files.append("sample_names.txt")
+def _commit(stream: DatasetStream, labels: np.ndarray, splits: dict, dtype: np.dtype, low: np.ndarray,
+            high: np.ndarray, meta_extra: dict, names: Sequence[str] | None) -> Path:
     meta = {
-        "name": NAME,
-        "version": "1",
-        "task": "classification",
-        "classes": list(CLASSES),
         "modalities": {
             "video": {"shape": list(SHAPES["video"]), "dtype": dtype.name,
                       "layout": "frames x channels (BGR) x H x W, 224x224 face crops"},
@@ -504,10 +476,12 @@ def _finish(tmp: Path, labels: np.ndarray, splits: dict, dtype: np.dtype, low: n
         "label_source": "emotion field of the file name minus 1",
         **meta_extra,
     }
+    source = meta.pop("source")
+    files = {}
     if names is not None:
         meta["sample_names"] = "sample_names.txt"
-    meta["sha256"] = {f: sha256_of(tmp / f) for f in files}
-    (tmp / "meta.json").write_text(json.dumps(meta, indent=1))
+        files["sample_names.txt"] = "\n".join(names) + "\n"
+    return stream.commit(labels, CLASSES, NAME, source, splits, extra_meta=meta, extra_files=files)
 
 
 def _splits(num: int, split_group: int, split_file: str | Path | None) -> tuple[dict, str]:
@@ -524,9 +498,9 @@ def _convert_raw(src: Path, out: Path, audio_src: str | Path | None, face_detect
     splits, protocol = _splits(n, split_group, split_file)
     resampler = available_resampler() if resampler == "auto" else resampler
     check_detector(face_detector)  # fail now, not in the first worker
-    with _staging(out) as tmp:
-        raw = np.lib.format.open_memmap(tmp / "video_uint8.tmp.npy", mode="w+", dtype=np.uint8,
-                                        shape=(n, *SHAPES["video"]))
+    with DatasetStream(out, force=True) as stream:  # convert() has already refused an existing dataset
+        raw_path = stream.tmp / "video_uint8.tmp.npy"
+        raw = np.lib.format.open_memmap(raw_path, mode="w+", dtype=np.uint8, shape=(n, *SHAPES["video"]))
         audio = np.empty((n, *SHAPES["audio"]), dtype=np.float32)
         no_face = []
         for row, result in enumerate(_results(samples, face_detector, resampler, workers)):
@@ -542,12 +516,10 @@ def _convert_raw(src: Path, out: Path, audio_src: str | Path | None, face_detect
         if np.any(high <= low):
             raise DatasetFormatError(src, "video", f"a colour channel is constant over all clips (min {low.tolist()}, "
                                      f"max {high.tolist()}); min-max scaling needs a range")
-        video = np.lib.format.open_memmap(tmp / "video.npy", mode="w+", dtype=dtype, shape=raw.shape)
-        _scale_video(raw, video, low, high)
-        video.flush()
-        del raw, video  # close the maps before removing / hashing
-        (tmp / "video_uint8.tmp.npy").unlink()
-        np.save(tmp / "audio.npy", scale_audio(audio, src))
+        _scale_video(raw, stream.array("video", raw.shape, dtype), low, high)
+        del raw  # close the map before removing it
+        raw_path.unlink()
+        stream.array("audio", audio.shape, np.float32)[:] = scale_audio(audio, src)
         labels = np.asarray([s.label for s in samples], dtype=np.int64)
         extra = {
             "source": "RAVDESS speech: Actor_XX/01-01-*.mp4 (video) and 03-01-*.wav (audio)",
@@ -560,8 +532,7 @@ def _convert_raw(src: Path, out: Path, audio_src: str | Path | None, face_detect
             },
             "split_protocol": protocol,
         }
-        _finish(tmp, labels, splits, dtype, low, high, extra, [s.name for s in samples])
-    return out
+        return _commit(stream, labels, splits, dtype, low, high, extra, [s.name for s in samples])
 
 
 def _load_npy(root: Path, key: str) -> np.ndarray:
@@ -608,16 +579,12 @@ def _convert_npy(src: Path, out: Path, dtype: np.dtype, split_group: int, split_
     audio_scaled = scale_audio(audio, root / NPY_FILES["audio"])
     if not np.all(np.isfinite(audio_scaled)):
         raise DatasetFormatError(root / NPY_FILES["audio"], "audio", "non-finite value (NaN/Inf); expected MFCCs")
-    with _staging(out) as tmp:
-        target = np.lib.format.open_memmap(tmp / "video.npy", mode="w+", dtype=dtype, shape=video.shape)
-        _scale_video(video, target, low, high)
-        target.flush()
-        del target
-        np.save(tmp / "audio.npy", audio_scaled)
+    with DatasetStream(out, force=True) as stream:  # convert() has already refused an existing dataset
+        _scale_video(video, stream.array("video", video.shape, dtype), low, high)
+        stream.array("audio", audio_scaled.shape, np.float32)[:] = audio_scaled
         extra = {"source": f"MST-Distill preprocessed arrays ({root.name}/{', '.join(NPY_FILES.values())})",
                  "split_protocol": protocol}
-        _finish(tmp, np.asarray(labels), splits, dtype, low, high, extra, None)
-    return out
+        return _commit(stream, np.asarray(labels), splits, dtype, low, high, extra, None)
 
 
 def convert(src: str | Path, out: str | Path, audio_src: str | Path | None = None, from_npy: bool = False,
