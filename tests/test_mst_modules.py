@@ -275,3 +275,20 @@ def test_mst_stages_run_on_the_nyu_segmentation_recipe_at_tiny_width(tmp_path):
         assert expected in losses and all(torch.isfinite(v) for v in losses.values())
         sum(losses.values()).backward()
     assert model.gate(torch.randn(2, 41, 64, 64)).shape == (2, 4)
+
+
+def test_stage2_refuses_a_stage1_checkpoint_of_other_models(tmp_path):
+    from xmodal.engine.checkpoint import CheckpointError, save_checkpoint_file
+
+    stage1 = tmp_path / "stage1"
+    stage1.mkdir()
+    other = dict(t_fusion=TEACHERS["t_fusion"], t_audio=dict(model=dict(TEACHERS["t_audio"]["model"],
+                                                                          head=dict(HEAD, num_classes=4))))
+    torch.manual_seed(0)
+    state = MSTCoTrainer(student=STUDENT, teachers=other).state_dict()
+    save_checkpoint_file({"state_dict": state}, stage1 / "epoch_1.pth")
+    (stage1 / "last_checkpoint").write_text(str(stage1 / "epoch_1.pth"))
+    with pytest.raises(CheckpointError, match=r"teachers\.t_audio\.head\.fc\.weight"):
+        MSTMaskTrainer(student=STUDENT, teachers=TEACHERS, mask_layers=MASK_LAYERS, init_from=str(stage1))
+    with pytest.raises(CheckpointError, match="run that stage first"):
+        MSTMaskTrainer(student=STUDENT, teachers=TEACHERS, mask_layers=MASK_LAYERS, init_from=str(tmp_path / "none"))
