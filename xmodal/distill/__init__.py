@@ -1,7 +1,18 @@
 from xmodal.distill import mst
 from xmodal.distill.connectors import ConvConnector, LinearConnector
 from xmodal.distill.distiller import Distiller
-from xmodal.distill.losses import KDLoss, LoadBalanceLoss
+from xmodal.distill.losses import DKDLoss, KDLoss, LoadBalanceLoss
 from xmodal.distill.recorder import FeatureRecorder
+from xmodal.distill.schedules import DistillWeightWarmupHook
 
-__all__ = ["ConvConnector", "Distiller", "FeatureRecorder", "KDLoss", "LinearConnector", "LoadBalanceLoss", "mst"]
+__all__ = [
+    "ConvConnector",
+    "DKDLoss",
+    "DistillWeightWarmupHook",
+    "Distiller",
+    "FeatureRecorder",
+    "KDLoss",
+    "LinearConnector",
+    "LoadBalanceLoss",
+    "mst",
+]

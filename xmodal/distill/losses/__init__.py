@@ -1,6 +1,7 @@
 """Distillation losses, one file each, registered in ``xmodal.registry.MODELS`` by class name."""
 
+from xmodal.distill.losses.dkd import DKDLoss
 from xmodal.distill.losses.kd import KDLoss
 from xmodal.distill.losses.load_balance import LoadBalanceLoss
 
-__all__ = ["KDLoss", "LoadBalanceLoss"]
+__all__ = ["DKDLoss", "KDLoss", "LoadBalanceLoss"]
