@@ -1,7 +1,9 @@
 """Distillation losses, one file each, registered in ``xmodal.registry.MODELS`` by class name."""
 
 from xmodal.distill.losses.dkd import DKDLoss
+from xmodal.distill.losses.fitnet import FitNetLoss
 from xmodal.distill.losses.kd import KDLoss
 from xmodal.distill.losses.load_balance import LoadBalanceLoss
+from xmodal.distill.losses.rkd import RKDLoss
 
-__all__ = ["DKDLoss", "KDLoss", "LoadBalanceLoss"]
+__all__ = ["DKDLoss", "FitNetLoss", "KDLoss", "LoadBalanceLoss", "RKDLoss"]
