@@ -4,6 +4,7 @@ from xmodal.distill.losses.dkd import DKDLoss
 from xmodal.distill.losses.fitnet import FitNetLoss
 from xmodal.distill.losses.kd import KDLoss
 from xmodal.distill.losses.load_balance import LoadBalanceLoss
+from xmodal.distill.losses.pld import PLDLoss
 from xmodal.distill.losses.rkd import RKDLoss
 
-__all__ = ["DKDLoss", "FitNetLoss", "KDLoss", "LoadBalanceLoss", "RKDLoss"]
+__all__ = ["DKDLoss", "FitNetLoss", "KDLoss", "LoadBalanceLoss", "PLDLoss", "RKDLoss"]
