@@ -1,0 +1,24 @@
+# Loss comparison on digits-av: the image-only student distilled with each loss from the same
+# teachers (the image+audio fusion teacher; the audio-only cross-modal teacher where named).
+#   python tools/compare.py configs/compare/digits_av_losses.py --seeds 3
+# Each entry replaces the losses of `student_config` (a Distiller config); `teachers` are trained
+# once per seed from their configs. A loss that replaces cross-entropy sets task_loss_weight=0.
+student_config = "configs/digits_av/kd_image_from_fusion.py"
+teachers = dict(t_fusion="configs/digits_av/teacher_fusion.py", t_audio="configs/digits_av/student_audio.py")
+epochs = 30
+kd = dict(type="KDLoss", student="logits", teacher="t_fusion.logits", temperature=4.0)
+entries = [
+    dict(name="no_kd", losses=[]),
+    dict(name="kd", losses=[kd]),
+    dict(name="kd_audio_teacher", losses=[dict(kd, teacher="t_audio.logits")]),
+    dict(name="dkd", losses=[dict(type="DKDLoss", student="logits", teacher="t_fusion.logits", temperature=4.0,
+                                  alpha=1.0, beta=8.0)],
+         hooks=[dict(type="DistillWeightWarmupHook", terms=["dkd_0"], warmup_epochs=20)]),
+    dict(name="pld", losses=[dict(type="PLDLoss", student="logits", teacher="t_fusion.logits", tau=1.0)],
+         task_loss_weight=0.0),
+    # feature losses on the embeddings: student 84-d (LeNet-5), fusion teacher 128-d
+    dict(name="fitnet", losses=[dict(type="FitNetLoss", student="embedding", teacher="t_fusion.embedding",
+                                     connector=dict(type="LinearConnector", in_dim=84, out_dim=128))]),
+    dict(name="rkd", losses=[dict(type="RKDLoss", student="embedding", teacher="t_fusion.embedding",
+                                  distance_weight=1.0, angle_weight=2.0)]),
+]
