@@ -1,15 +1,23 @@
-"""The AV-MNIST networks of MST-Distill's benchmark, as encoders (the classifier layer is the head).
+"""The AV-MNIST networks of MST-Distill's benchmark (``models/LeNet5.py``, ``models/CNNs.py``) as encoders;
+the last classifier layer of each official network is the ``ClsHead``'s ``fc``.
 
-* ``LeNet5Encoder``: LeNet-5 with average pooling and a 5×5 ``conv3`` to 120 channels, then
-  ``fc1`` 120 → 84 (the official image student / image branch; its ``fc2`` is the head's ``fc``).
-* ``ThreeLayerCNNEncoder``: three 3×3 conv + ReLU + 2×2 max-pool blocks (32, 64, 128 channels) on the
-  1×112×112 spectrogram, flattened to 128·14·14 = 25,088 (the official audio student; its ``fc1``
-  is the head's ``fc``).
-* ``FiveLayerCNNEncoder``: five such blocks (32 … 512 channels, no pool after the fifth), global
-  average pooling to 512 (the audio branch of the official fusion teacher CNN-I).
+* ``LeNet5Encoder``: the official LeNet5 without ``fc2``: 5×5 convs 6 and 16 with 2×2 average pooling,
+  a 5×5 ``conv3`` to 120×1×1, ``fc1`` 120 → 84, ReLU after each (the image student, and CNN-I's
+  image branch ``LeNet5_woClsHead``). ``xmodal.models.encoders.image.LeNet5`` (digits-av) has the
+  same parameter count but max pooling and a linear layer in place of ``conv3``, so its module
+  names (``fc1`` 400 → 120, ``fc2`` 120 → 84) differ from the official ones.
+* ``ThreeLayerCNNEncoder``: ThreeLayerCNN-A without ``fc1``: three 3×3 conv + ReLU + 2×2 max-pool
+  blocks (32, 64, 128 channels) on the 1×112×112 spectrogram, flattened to 128·14·14 = 25,088
+  (the audio student; its official ``fc1`` 25,088 → 10 is the head's ``fc``).
+* ``FiveLayerCNNEncoder``: FiveLayerCNN_A_woClsHead: five such blocks (32 … 512 channels, no pool
+  after the fifth), global average pooling to 512 (CNN-I's audio branch).
 
-Module names follow the official ones, so the official mask layers keep their names
-(``encoders.audio.conv2`` / ``conv3`` for the audio student, ``fusion.concat`` / ``fusion.fc1`` for CNN-I).
+CNN-I itself is a ``ModalityClassifier`` with these two branches and
+``MLPFusion(hidden_dims=(298,), order=("image", "audio"), activation=False)`` (configs/avmnist/_base_).
+Module names follow the official ones, so the official MST-Distill mask layers keep their names:
+CNN-I ``concat_identity`` / ``fc1`` → ``fusion.concat`` / ``fusion.fc1``; ThreeLayerCNN-A ``conv2`` /
+``conv3`` (the cross-modal teacher of an image student) → ``encoders.audio.conv2`` / ``conv3``;
+LeNet5 ``conv3`` / ``fc1`` (that of an audio student) → ``encoders.image.conv3`` / ``fc1``.
 """
 
 from __future__ import annotations
@@ -68,15 +76,20 @@ class ThreeLayerCNNEncoder(_ConvStack):
 
     def __init__(self, in_channels: int = 1, input_size: int = 112, channels: Sequence[int] = (32, 64, 128)) -> None:
         super().__init__(in_channels, channels, pools=len(channels))
+        self.input_size = input_size
         side = input_size // 2 ** len(channels)
         self.out_dim = channels[-1] * side * side
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.features(x).flatten(1)
+        x = self.features(x).flatten(1)
+        if x.shape[1] != self.out_dim:  # caught here rather than as a matrix-size error in the head
+            raise ValueError(f"ThreeLayerCNNEncoder built for {self.input_size}×{self.input_size} inputs "
+                             f"({self.out_dim} features), got {x.shape[1]} features")
+        return x
 
 
 @MODELS.register_module()
-class FiveLayerCNNEncoder(_ConvStack):
+class FiveLayerCNNEncoder(_ConvStack):  # no fixed input size: the global pool absorbs it
     """(B, 1, 112, 112) → (B, 512): conv 32 … 512, max-pool after the first four, global average pool."""
 
     def __init__(self, in_channels: int = 1, channels: Sequence[int] = (32, 64, 128, 256, 512)) -> None:
