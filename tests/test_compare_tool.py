@@ -1,0 +1,38 @@
+"""tools/compare.py end to end on digits-av (one epoch, two entries) and its config checks."""
+
+import json
+import os
+import subprocess
+import sys
+
+import pytest
+from mmengine.config import Config
+
+from tests.conftest import REPO
+from xmodal.apis.compare import _check
+
+pytestmark = pytest.mark.slow
+
+
+def test_compare_writes_tables_and_plot(tmp_path, digits_av_root):
+    out = tmp_path / "cmp"
+    result = subprocess.run([sys.executable, "tools/compare.py", "configs/compare/digits_av_losses.py", "--epochs", "1",
+                             "--only", "no_kd", "dkd", "--out", str(out)], cwd=REPO, env=dict(os.environ),
+                            capture_output=True, text=True, timeout=600)
+    assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
+    summary = json.loads((out / "compare.json").read_text())
+    assert [r["method"] for r in summary["aggregate"]] == ["no_kd", "dkd"]
+    assert all(0 <= r["test_acc_mean"] <= 1 and r["epoch_seconds_mean"] > 0 for r in summary["aggregate"])
+    table = (out / "compare.md").read_text()
+    assert table.startswith("| loss | test acc |") and "| dkd |" in table
+    assert (out / "compare.png").stat().st_size > 10_000
+
+
+def test_entries_need_unique_names(tmp_path):
+    bad = tmp_path / "bad.py"
+    bad.write_text("student_config='x.py'\nteachers=dict(t=1)\nentries=[dict(name='a', losses=[]), dict(losses=[])]\n")
+    with pytest.raises(ValueError, match="unique 'name'"):
+        _check(Config.fromfile(str(bad)), str(bad))
+    bad.write_text("teachers=dict(t=1)\nentries=[]\n")
+    with pytest.raises(KeyError, match="student_config"):
+        _check(Config.fromfile(str(bad)), str(bad))
