@@ -24,26 +24,8 @@ from collections.abc import Sequence
 import torch
 from torch import nn
 
+from xmodal.models.encoders.branch import Conv1dBranch, add_mlp, check_input, run_mlp
 from xmodal.registry import MODELS
-
-
-def _add_mlp(module: nn.Module, in_dim: int, hidden_dims: Sequence[int]) -> int:
-    """Register ``fc1``, ``fc2``, ... on ``module`` (the official names); returns the output width."""
-    for i, width in enumerate(hidden_dims, start=1):
-        module.add_module(f"fc{i}", nn.Linear(in_dim, width))
-        in_dim = width
-    return in_dim
-
-
-def _run_mlp(module: nn.Module, x: torch.Tensor, num_layers: int) -> torch.Tensor:
-    for i in range(1, num_layers + 1):
-        x = torch.relu(getattr(module, f"fc{i}")(x))
-    return x
-
-
-def _check_input(name: str, x: torch.Tensor, shape: tuple[int, ...]) -> None:
-    if tuple(x.shape[1:]) != shape:
-        raise ValueError(f"{name}: input of shape {list(x.shape)}; expected (batch, {', '.join(map(str, shape))})")
 
 
 @MODELS.register_module()
@@ -74,20 +56,20 @@ class RAVDESSVisualEncoder(nn.Module):
                              "poolings; expected every size >= 8")
         self.branch_dim = c3 * reduced[0] * reduced[1] * reduced[2]
         self.num_layers = len(hidden_dims)
-        self.out_dim = _add_mlp(self, self.branch_dim, hidden_dims)
+        self.out_dim = add_mlp(self, self.branch_dim, hidden_dims)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        _check_input("RAVDESSVisualEncoder", x, self.input_shape)
+        check_input("RAVDESSVisualEncoder", x, self.input_shape)
         # stored frames-first; Conv3d wants (B, C, T, H, W), the permutation the official loader applies
         x = x.permute(0, 2, 1, 3, 4).to(self.conv1.weight.dtype)
         x = self.pool(torch.relu(self.bn1(self.conv1(x))))
         x = self.pool(torch.relu(self.bn2(self.conv2(x))))
         x = self.pool(torch.relu(self.bn3(self.conv3(x)))).flatten(1)
-        return _run_mlp(self, x, self.num_layers)
+        return run_mlp(self, x, self.num_layers)
 
 
 @MODELS.register_module()
-class RAVDESSAudioEncoder(nn.Module):
+class RAVDESSAudioEncoder(Conv1dBranch):
     """(B, n_mfcc, frames) MFCCs -> (B, out_dim); official 15 × 156.
 
     Args:
@@ -98,26 +80,5 @@ class RAVDESSAudioEncoder(nn.Module):
 
     def __init__(self, n_mfcc: int = 15, frames: int = 156, channels: Sequence[int] = (32, 128, 256),
                  hidden_dims: Sequence[int] = (320, 160)) -> None:
-        super().__init__()
-        if len(channels) != 3:
-            raise ValueError(f"RAVDESSAudioEncoder: channels={tuple(channels)}; expected three widths")
-        self.input_shape = (n_mfcc, frames)
-        c1, c2, c3 = channels
-        self.conv1, self.bn1 = nn.Conv1d(n_mfcc, c1, 3, padding=1), nn.BatchNorm1d(c1)
-        self.conv2, self.bn2 = nn.Conv1d(c1, c2, 3, padding=1), nn.BatchNorm1d(c2)
-        self.conv3, self.bn3 = nn.Conv1d(c2, c3, 3, padding=1), nn.BatchNorm1d(c3)
-        self.pool = nn.MaxPool1d(3)
-        length = frames // 3 // 3 // 3  # 156 -> 52 -> 17 -> 5
-        if length < 1:
-            raise ValueError(f"RAVDESSAudioEncoder: frames={frames} is too small for three 3× poolings")
-        self.branch_dim = c3 * length
-        self.num_layers = len(hidden_dims)
-        self.out_dim = _add_mlp(self, self.branch_dim, hidden_dims)
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        _check_input("RAVDESSAudioEncoder", x, self.input_shape)
-        x = x.to(self.conv1.weight.dtype)
-        x = self.pool(torch.relu(self.bn1(self.conv1(x))))
-        x = self.pool(torch.relu(self.bn2(self.conv2(x))))
-        x = self.pool(torch.relu(self.bn3(self.conv3(x)))).flatten(1)
-        return _run_mlp(self, x, self.num_layers)
+        # the MFCC coefficients are the channels, convolved along the frames (156 -> 52 -> 17 -> 5)
+        super().__init__("RAVDESSAudioEncoder", n_mfcc, frames, channels, hidden_dims)

@@ -22,21 +22,8 @@ from collections.abc import Sequence
 import torch
 from torch import nn
 
+from xmodal.models.encoders.branch import Conv1dBranch, add_mlp, run_mlp
 from xmodal.registry import MODELS
-
-
-def _add_mlp(module: nn.Module, in_dim: int, hidden_dims: Sequence[int]) -> int:
-    """Register ``fc1``, ``fc2``, ... on ``module``; returns the output width."""
-    for i, width in enumerate(hidden_dims, start=1):
-        module.add_module(f"fc{i}", nn.Linear(in_dim, width))
-        in_dim = width
-    return in_dim
-
-
-def _run_mlp(module: nn.Module, x: torch.Tensor, num_layers: int) -> torch.Tensor:
-    for i in range(1, num_layers + 1):
-        x = torch.relu(getattr(module, f"fc{i}")(x))
-    return x
 
 
 @MODELS.register_module()
@@ -68,7 +55,7 @@ class VGGSoundVisualEncoder(nn.Module):
                              "2× poolings; expected every size >= 4")
         self.branch_dim = c3 * reduced[0] * reduced[1] * reduced[2]
         self.num_layers = len(hidden_dims)
-        self.out_dim = _add_mlp(self, self.branch_dim, hidden_dims)
+        self.out_dim = add_mlp(self, self.branch_dim, hidden_dims)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         if tuple(x.shape[1:]) != self.input_shape:
@@ -79,11 +66,11 @@ class VGGSoundVisualEncoder(nn.Module):
         x = self.pool(torch.relu(self.bn1(self.conv1(x))))
         x = self.pool(torch.relu(self.bn2(self.conv2(x))))
         x = torch.relu(self.bn3(self.conv3(x))).flatten(1)
-        return _run_mlp(self, x, self.num_layers)
+        return run_mlp(self, x, self.num_layers)
 
 
 @MODELS.register_module()
-class VGGSoundAudioEncoder(nn.Module):
+class VGGSoundAudioEncoder(Conv1dBranch):
     """(B, T, D) segment embeddings -> (B, out_dim); official T, D = 10, 128.
 
     The segments are Conv1d input channels (the official AudioBranch), so convolution and pooling
@@ -97,28 +84,5 @@ class VGGSoundAudioEncoder(nn.Module):
 
     def __init__(self, segments: int = 10, feat_dim: int = 128, channels: Sequence[int] = (16, 32, 64),
                  hidden_dims: Sequence[int] = (320, 160)) -> None:
-        super().__init__()
-        if len(channels) != 3:
-            raise ValueError(f"VGGSoundAudioEncoder: channels={tuple(channels)}; expected three widths")
-        self.input_shape = (segments, feat_dim)
-        c1, c2, c3 = channels
-        self.conv1, self.bn1 = nn.Conv1d(segments, c1, 3, padding=1), nn.BatchNorm1d(c1)
-        self.conv2, self.bn2 = nn.Conv1d(c1, c2, 3, padding=1), nn.BatchNorm1d(c2)
-        self.conv3, self.bn3 = nn.Conv1d(c2, c3, 3, padding=1), nn.BatchNorm1d(c3)
-        self.pool = nn.MaxPool1d(3)
-        length = feat_dim // 3 // 3 // 3  # 128 -> 42 -> 14 -> 4
-        if length < 1:
-            raise ValueError(f"VGGSoundAudioEncoder: feat_dim={feat_dim} is too small for three 3× poolings")
-        self.branch_dim = c3 * length
-        self.num_layers = len(hidden_dims)
-        self.out_dim = _add_mlp(self, self.branch_dim, hidden_dims)
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        if tuple(x.shape[1:]) != self.input_shape:
-            raise ValueError(f"VGGSoundAudioEncoder: input of shape {list(x.shape)}; expected "
-                             f"(batch, {', '.join(map(str, self.input_shape))})")
-        x = x.to(self.conv1.weight.dtype)
-        x = self.pool(torch.relu(self.bn1(self.conv1(x))))
-        x = self.pool(torch.relu(self.bn2(self.conv2(x))))
-        x = self.pool(torch.relu(self.bn3(self.conv3(x)))).flatten(1)
-        return _run_mlp(self, x, self.num_layers)
+        # the segments are the channels, convolved along the embedding (128 -> 42 -> 14 -> 4)
+        super().__init__("VGGSoundAudioEncoder", segments, feat_dim, channels, hidden_dims)
