@@ -88,3 +88,24 @@ def test_student_state_dict_loads_into_plain_student(teacher_ckpt):
     plain.load_state_dict(distiller.student_state_dict(), strict=True)
     batch = _batch()
     assert torch.equal(plain(**batch)["logits"], distiller(mode="tensor", **batch)["logits"])
+
+
+def test_term_inputs_are_checked_against_the_loss_signature(teacher_ckpt):
+    path = teacher_ckpt[0]
+    with pytest.raises(KeyError, match="not an extra argument"):
+        _distiller(path, [dict(KD, inputs=dict(index="batch.index"))])
+    from xmodal.registry import MODELS
+
+    @MODELS.register_module(force=True)
+    class _WithIndex(torch.nn.Module):
+        def forward(self, s, t, index):
+            return (s - t).pow(2).mean() + 0 * index.float().sum()
+
+    with pytest.raises(KeyError, match="must be 'student"):
+        _distiller(path, [dict(type="_WithIndex", student="logits", teacher="t0.logits", inputs=dict(index="t9.x"))])
+    distiller = _distiller(path, [dict(type="_WithIndex", student="logits", teacher="t0.logits",
+                                       inputs=dict(index="batch.index"))])
+    with pytest.raises(KeyError, match="batch\\['index'\\]"):
+        distiller(mode="loss", **_batch())
+    losses = distiller(mode="loss", **_batch(), index=torch.arange(3))
+    assert set(losses) == {"loss_ce", "loss__withindex_0"}

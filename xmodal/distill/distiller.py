@@ -9,6 +9,10 @@ A loss term is one dict in the config::
 (``"fusion.fc1"``). Teacher references start with the teacher's name. Every reference is checked
 when the Distiller is built. Total loss = task_loss_weight · student task loss + Σ weight · term,
 each term logged under its own name.
+
+A loss whose ``forward`` takes more than ``(student, teacher, target)`` gets the rest through
+``inputs``: ``{argument: reference}``, a reference being ``"student.<key>"``, ``"<teacher>.<key>"``
+or ``"batch.<key>"`` (e.g. ``inputs=dict(index="batch.index", teacher_logits="t0.logits")``).
 """
 
 from __future__ import annotations
@@ -26,7 +30,7 @@ from xmodal.distill.recorder import FeatureRecorder
 from xmodal.engine.checkpoint import load_weights, resolve_checkpoint
 from xmodal.registry import MODELS
 
-_TERM_KEYS = ("type", "weight", "student", "teacher", "name", "connector")
+_TERM_KEYS = ("type", "weight", "student", "teacher", "name", "connector", "inputs")
 
 
 @dataclasses.dataclass
@@ -37,6 +41,11 @@ class LossTerm:
     teacher: str
     teacher_key: str
     wants_target: bool
+    inputs: dict[str, tuple[str, str]] = dataclasses.field(default_factory=dict)  # argument → (owner, key)
+
+    def references(self) -> list[tuple[str, str]]:
+        """Every (owner, key) the term reads; owner is "student", a teacher name or "batch"."""
+        return [("student", self.student_key), (self.teacher, self.teacher_key), *self.inputs.values()]
 
 
 def build_teacher(name: str, spec: dict) -> nn.Module:
@@ -85,16 +94,18 @@ class Distiller(BaseModel):
         self.loss_modules = nn.ModuleList()
         self.connectors = nn.ModuleDict()
         self.terms = [self._add_term(i, dict(cfg)) for i, cfg in enumerate(losses)]
+        refs = [ref for term in self.terms for ref in term.references()]
         self._student_recorder = FeatureRecorder(
-            self.student, sorted({t.student_key for t in self.terms if self._is_module(self.student, t.student_key)}),
-            owner="student")
+            self.student, self._module_keys(refs, "student", self.student), owner="student")
         self._teacher_recorders = {
-            name: FeatureRecorder(teacher, sorted({t.teacher_key for t in self.terms if t.teacher == name
-                                                   and self._is_module(teacher, t.teacher_key)}),
-                                  owner=f"teacher '{name}'")
+            name: FeatureRecorder(teacher, self._module_keys(refs, name, teacher), owner=f"teacher '{name}'")
             for name, teacher in self.teachers.items()
         }
-        self._used_teachers = sorted({t.teacher for t in self.terms})
+        self._used_teachers = sorted({owner for owner, _ in refs if owner in self.teachers})
+
+    @classmethod
+    def _module_keys(cls, refs: list[tuple[str, str]], owner: str, model: nn.Module) -> list[str]:
+        return sorted({key for who, key in refs if who == owner and cls._is_module(model, key)})
 
     @staticmethod
     def _is_module(model: nn.Module, key: str) -> bool:
@@ -120,8 +131,24 @@ class Distiller(BaseModel):
         name = cfg.get("name") or f"{cfg['type'].removesuffix('Loss').lower()}_{index}"
         if cfg.get("connector") is not None:
             self.connectors[name] = MODELS.build(cfg["connector"])
-        wants_target = "target" in inspect.signature(loss.forward).parameters
-        return LossTerm(name, float(cfg.get("weight", 1.0)), student_key, teacher, teacher_key, wants_target)
+        parameters = inspect.signature(loss.forward).parameters
+        inputs = {arg: self._parse_input(where, arg, ref, parameters) for arg, ref in (cfg.get("inputs") or {}).items()}
+        return LossTerm(name, float(cfg.get("weight", 1.0)), student_key, teacher, teacher_key,
+                        "target" in parameters, inputs)
+
+    def _parse_input(self, where: str, arg: str, ref: str, parameters) -> tuple[str, str]:
+        if arg not in parameters or arg in ("target",) or list(parameters).index(arg) < 2:
+            raise KeyError(f"{where}: inputs['{arg}'] is not an extra argument of the loss's forward; "
+                           f"its arguments are {list(parameters)[2:]}")
+        owner, _, key = str(ref).partition(".")
+        if owner == "batch" and key:
+            return owner, key
+        model = self.student if owner == "student" else self.teachers[owner] if owner in self.teachers else None
+        if model is None or not key:
+            raise KeyError(f"{where}: inputs['{arg}']='{ref}' must be 'student.<key>', 'batch.<key>' or "
+                           f"'<teacher>.<key>' with a teacher name from {sorted(self.teachers)}")
+        _output_or_module(model, key, f"{where}: inputs['{arg}']")
+        return owner, key
 
     def init_weights(self) -> None:
         """Teachers are loaded from checkpoints and the student initialises itself when built."""
@@ -156,7 +183,20 @@ class Distiller(BaseModel):
             t = self._pick(teacher_out[term.teacher], teacher_rec[term.teacher], term.teacher_key)
             if term.name in self.connectors:
                 s = self.connectors[term.name](s)
-            value = loss(s, t, target=batch.get("label")) if term.wants_target else loss(s, t)
+            extra = {}
+            for arg, (owner, key) in term.inputs.items():
+                if owner == "batch":
+                    if key not in batch:
+                        raise KeyError(f"loss term '{term.name}': inputs['{arg}'] reads batch['{key}'], but the "
+                                       f"batch has {sorted(batch)}")
+                    extra[arg] = batch[key]
+                elif owner == "student":
+                    extra[arg] = self._pick(student_out, student_rec, key)
+                else:
+                    extra[arg] = self._pick(teacher_out[owner], teacher_rec[owner], key)
+            if term.wants_target:
+                extra["target"] = batch.get("label")
+            value = loss(s, t, **extra)
             losses[f"loss_{term.name}"] = term.weight * value
         return losses
 
