@@ -3,7 +3,8 @@ and compare them on the test split (mean ± std over seeds), as a markdown and J
 
 A comparison config names ``student_config`` (a Distiller config whose losses are replaced),
 ``teachers`` (``{teacher name in the Distiller: training config}``, trained once per seed),
-``epochs`` and ``entries`` (``dict(name, losses, task_loss_weight=1.0, hooks=[])``).
+``epochs`` and ``entries`` (``dict(name, losses, task_loss_weight=1.0, hooks=[], student={})``;
+``student`` updates the student's model config, e.g. ``dict(type="DualHeadClassifier")``).
 """
 
 from __future__ import annotations
@@ -46,10 +47,13 @@ def entry_config(spec: Config, entry: dict, teacher_dirs: dict[str, Path], out: 
     cfg = load_config(spec.student_config, work_dir=str(out / entry["name"]))
     set_max_epochs(cfg, epochs)
     _quiet(cfg, seed)
-    used = {term["teacher"].partition(".")[0] for term in entry["losses"]} or {next(iter(spec.teachers))}
+    refs = [term["teacher"] for term in entry["losses"]]
+    refs += [ref for term in entry["losses"] for ref in (term.get("inputs") or {}).values()]
+    used = {ref.partition(".")[0] for ref in refs} & set(spec.teachers) or {next(iter(spec.teachers))}
     cfg.model.teachers = {name: dict(config=spec.teachers[name], checkpoint=str(teacher_dirs[name])) for name in used}
     cfg.model.losses = [dict(weight=1.0, **term) for term in entry["losses"]]
     cfg.model.task_loss_weight = entry.get("task_loss_weight", 1.0)
+    cfg.model.student.update(entry.get("student", {}))
     cfg.custom_hooks = [*cfg.get("custom_hooks", []), *entry.get("hooks", [])]
     return cfg
 

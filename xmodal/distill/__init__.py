@@ -3,7 +3,7 @@ from xmodal.distill.connectors import ConvConnector, LinearConnector
 from xmodal.distill.distiller import Distiller
 from xmodal.distill.losses import DKDLoss, KDLoss, LoadBalanceLoss
 from xmodal.distill.recorder import FeatureRecorder
-from xmodal.distill.schedules import DistillWeightWarmupHook
+from xmodal.distill.schedules import DistillWeightWarmupHook, TAIDHook
 
 __all__ = [
     "ConvConnector",
@@ -14,5 +14,6 @@ __all__ = [
     "KDLoss",
     "LinearConnector",
     "LoadBalanceLoss",
+    "TAIDHook",
     "mst",
 ]

@@ -36,3 +36,59 @@ class DistillWeightWarmupHook(Hook):
         factor = linear_warmup(runner.epoch, self.warmup_epochs)
         for name in self.terms:
             by_name[name].weight = self._base[name] * factor
+
+
+def _terms_by_name(runner, hook: str, names: list[str], loss_type: type) -> dict:
+    model = unwrap(runner.model)
+    by_name = dict(zip((t.name for t in getattr(model, "terms", [])), getattr(model, "loss_modules", [])))
+    missing = [n for n in names if n not in by_name]
+    if missing:
+        raise KeyError(f"{hook}: no loss term {missing}; the model's terms are {sorted(by_name)}")
+    wrong = [n for n in names if not isinstance(by_name[n], loss_type)]
+    if wrong:
+        raise TypeError(f"{hook}: terms {wrong} are not {loss_type.__name__} terms")
+    return {n: by_name[n] for n in names}
+
+
+@HOOKS.register_module()
+class TAIDHook(Hook):
+    """Moves the ``t`` of the named TAIDLoss terms after every training step with
+    :class:`~xmodal.distill.losses.taid.TAIDSchedule` (progress = iteration / max_iters); the schedule
+    state travels in checkpoints so a resumed run continues the same trajectory. ``t`` is logged as
+    ``taid_t/<term>``."""
+
+    priority = "NORMAL"
+
+    def __init__(self, terms: list[str], t_start: float = 0.4, t_end: float = 1.0, alpha: float = 5e-4,
+                 beta: float = 0.99, adaptive: bool = True) -> None:
+        from xmodal.distill.losses.taid import TAIDSchedule
+
+        self.terms = list(terms)
+        self.schedules = {n: TAIDSchedule(t_start, t_end, alpha, beta, adaptive) for n in self.terms}
+
+    def _losses(self, runner) -> dict:
+        from xmodal.distill.losses.taid import TAIDLoss
+
+        return _terms_by_name(runner, "TAIDHook", self.terms, TAIDLoss)
+
+    def before_train(self, runner) -> None:
+        losses = self._losses(runner)
+        if runner.iter == 0:
+            for name, loss in losses.items():
+                loss.set_t(self.schedules[name].t_start)
+
+    def after_train_iter(self, runner, batch_idx: int, data_batch=None, outputs=None) -> None:
+        progress = runner.iter / max(runner.max_iters, 1)
+        for name, loss in self._losses(runner).items():
+            if loss.last_cross_entropy is None:
+                continue
+            loss.set_t(self.schedules[name].step(float(loss.t), loss.last_cross_entropy, progress))
+            runner.message_hub.update_scalar(f"train/taid_t/{name}", float(loss.t))
+
+    def before_save_checkpoint(self, runner, checkpoint: dict) -> None:
+        checkpoint["taid_schedules"] = {n: s.state_dict() for n, s in self.schedules.items()}
+
+    def after_load_checkpoint(self, runner, checkpoint: dict) -> None:
+        for name, state in checkpoint.get("taid_schedules", {}).items():
+            if name in self.schedules:
+                self.schedules[name].load_state_dict(state)

@@ -1,4 +1,5 @@
 from xmodal.models.classifier import ModalityClassifier
+from xmodal.models.dual_head import DualHeadClassifier
 from xmodal.models.encoders import LeNet5, SpectrogramCNN, TimmImageEncoder, TinyTextEncoder
 from xmodal.models.fusenet import FuseNetSegmenter
 from xmodal.models.fusion import AttentionFusion, ConcatFusion
@@ -9,6 +10,7 @@ __all__ = [
     "AttentionFusion",
     "ClsHead",
     "ConcatFusion",
+    "DualHeadClassifier",
     "FuseNetSegmenter",
     "LeNet5",
     "MLPFusion",

@@ -43,6 +43,7 @@ class ModalityClassifier(BaseModel):
         else:
             self.fusion = MODELS.build({**fusion, "in_dims": in_dims})
             width = self.fusion.out_dim
+        self.width = width  # the head's input width
         self.head = MODELS.build({**head, "in_dim": width})
         self.label_smoothing = label_smoothing
 

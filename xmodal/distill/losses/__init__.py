@@ -1,10 +1,14 @@
 """Distillation losses, one file each, registered in ``xmodal.registry.MODELS`` by class name."""
 
+from xmodal.distill.losses.dho import DHOLoss
 from xmodal.distill.losses.dkd import DKDLoss
+from xmodal.distill.losses.dual_head_kd import DualHeadKDLoss
 from xmodal.distill.losses.fitnet import FitNetLoss
 from xmodal.distill.losses.kd import KDLoss
 from xmodal.distill.losses.load_balance import LoadBalanceLoss
 from xmodal.distill.losses.pld import PLDLoss
 from xmodal.distill.losses.rkd import RKDLoss
+from xmodal.distill.losses.taid import TAIDLoss, TAIDSchedule
 
-__all__ = ["DKDLoss", "FitNetLoss", "KDLoss", "LoadBalanceLoss", "PLDLoss", "RKDLoss"]
+__all__ = ["DHOLoss", "DKDLoss", "DualHeadKDLoss", "FitNetLoss", "KDLoss", "LoadBalanceLoss", "PLDLoss", "RKDLoss",
+           "TAIDLoss", "TAIDSchedule"]

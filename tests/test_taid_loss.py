@@ -1,0 +1,133 @@
+"""TAIDLoss against its formula and TAIDSchedule against the paper's update rule."""
+
+import math
+
+import pytest
+import torch
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from xmodal.distill.losses.taid import TAIDLoss, TAIDSchedule
+
+
+def _softmax(z):
+    m = max(z)
+    e = [math.exp(v - m) for v in z]
+    return [v / sum(e) for v in e]
+
+
+def _row(s, z, t):
+    p = _softmax([(1 - t) * a + t * b for a, b in zip(s, z)])
+    q = _softmax(s)
+    return sum(pi * math.log(pi / qi) for pi, qi in zip(p, q)), -sum(pi * math.log(qi) for pi, qi in zip(p, q))
+
+
+def test_hand_computed_2x3():
+    s = [[1.0, 2.0, 0.5], [0.0, -1.0, 3.0]]
+    z = [[2.0, 0.0, 1.0], [1.0, 1.0, 1.5]]
+    loss = TAIDLoss(t=0.3)
+    value = loss(torch.tensor(s), torch.tensor(z))
+    rows = [_row(s[i], z[i], 0.3) for i in range(2)]
+    assert value.item() == pytest.approx((rows[0][0] + rows[1][0]) / 2, rel=1e-5)
+    assert loss.last_cross_entropy == pytest.approx((rows[0][1] + rows[1][1]) / 2, rel=1e-5)
+    loss.set_t(1.0)  # t = 1 is plain KD at temperature 1
+    full = sum(_row(s[i], z[i], 1.0)[0] for i in range(2)) / 2
+    assert loss(torch.tensor(s), torch.tensor(z)).item() == pytest.approx(full, rel=1e-5)
+
+
+def test_zero_when_equal_or_when_t_is_zero():
+    s = torch.randn(4, 6)
+    assert TAIDLoss(t=0.7)(s, s.clone()).item() == pytest.approx(0.0, abs=1e-6)
+    assert TAIDLoss(t=0.0)(s, torch.randn(4, 6)).item() == pytest.approx(0.0, abs=1e-6)
+
+
+def test_gradient_flows_only_through_the_student_side():
+    s, z = torch.randn(3, 4, requires_grad=True), torch.randn(3, 4, requires_grad=True)
+    TAIDLoss(0.5)(s, z).backward()
+    assert z.grad is None and s.grad.abs().sum() > 0
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16])
+def test_finite_at_extreme_logits(dtype):
+    s = torch.tensor([[1e4, -1e4, 0.0], [-1e4, 1e4, 5.0]]).to(dtype).requires_grad_()
+    z = torch.tensor([[-1e4, 1e4, 0.0], [1e4, -1e4, -5.0]]).to(dtype)
+    value = TAIDLoss(0.9)(s, z)
+    value.backward()
+    assert torch.isfinite(value) and torch.isfinite(s.grad).all()
+
+
+@settings(max_examples=20, deadline=None)
+@given(batch=st.integers(1, 6), classes=st.integers(2, 9), t=st.floats(0, 1), seed=st.integers(0, 10_000))
+def test_nonnegative_batch_mean_and_shift_invariant(batch, classes, t, seed):
+    g = torch.Generator().manual_seed(seed)
+    s, z = torch.randn(batch, classes, generator=g) * 3, torch.randn(batch, classes, generator=g) * 3
+    loss = TAIDLoss(t)
+    value = loss(s, z).item()
+    assert value >= -1e-6
+    assert loss(torch.cat([s, s]), torch.cat([z, z])).item() == pytest.approx(value, rel=1e-4, abs=1e-6)
+    assert loss(s + 5.0, z - 2.0).item() == pytest.approx(value, rel=1e-4, abs=1e-5)
+
+
+def test_schedule_follows_the_update_rule_by_hand():
+    sched = TAIDSchedule(t_start=0.4, t_end=1.0, alpha=0.1, beta=0.5)
+    assert sched.step(0.4, 2.0, progress=0.0) == 0.4  # first call only records the loss
+    t = sched.step(0.4, 1.0, progress=0.0)
+    m = 0.5 * 0.5  # relative change (2 − 1)/2 = 0.5, momentum 0.5·0 + 0.5·0.5
+    assert sched.momentum == pytest.approx(m)
+    assert t == pytest.approx(0.4 + 0.1 * (1 - 0.4) / (1 + math.exp(-m)))
+    # the linear ramp is a floor: late in training t jumps to it
+    assert sched.step(t, 1.0, progress=0.5) == pytest.approx(0.7)
+    assert TAIDSchedule(adaptive=False).step(0.4, 1.0, 0.25) == 0.4  # first call
+    ramp = TAIDSchedule(adaptive=False)
+    ramp.step(0.4, 1.0, 0.0)
+    assert ramp.step(0.4, 0.5, 0.5) == pytest.approx(0.7)
+
+
+@settings(max_examples=20, deadline=None)
+@given(losses=st.lists(st.floats(0.01, 10.0), min_size=2, max_size=30))
+def test_schedule_is_monotone_and_bounded(losses):
+    sched, t = TAIDSchedule(alpha=0.05), 0.4
+    for i, value in enumerate(losses):
+        new = sched.step(t, value, progress=i / len(losses))
+        assert t <= new <= 1.0
+        t = new
+
+
+def test_bad_input_names_the_loss():
+    with pytest.raises(ValueError, match="TAIDLoss.*shape"):
+        TAIDLoss()(torch.randn(2, 3), torch.randn(2, 4))
+    with pytest.raises(ValueError, match="TAIDLoss: t must lie"):
+        TAIDLoss(t=1.5)
+    with pytest.raises(ValueError, match="t_end"):
+        TAIDSchedule(t_start=0.8, t_end=0.5)
+
+
+def test_hook_moves_t_and_keeps_its_state_in_checkpoints():
+    from types import SimpleNamespace
+
+    from mmengine.logging import MessageHub
+
+    from xmodal.distill.schedules import TAIDHook
+
+    loss = TAIDLoss(t=0.9)
+    model = SimpleNamespace(terms=[SimpleNamespace(name="taid_0")], loss_modules=[loss])
+    runner = SimpleNamespace(model=model, iter=0, max_iters=10, message_hub=MessageHub.get_instance("taid_test"))
+    hook = TAIDHook(terms=["taid_0"], alpha=0.1)
+    hook.before_train(runner)
+    assert float(loss.t) == pytest.approx(0.4)  # a fresh run starts from t_start
+    s, z = torch.randn(4, 3), torch.randn(4, 3)
+    ts = []
+    for i in range(4):
+        runner.iter = i
+        loss(s * (1 - 0.2 * i), z)
+        hook.after_train_iter(runner, i)
+        ts.append(float(loss.t))
+    assert ts[0] == pytest.approx(0.4) and ts[-1] > ts[0]
+    assert runner.message_hub.get_scalar("train/taid_t/taid_0").current() == pytest.approx(ts[-1])
+    checkpoint = {}
+    hook.before_save_checkpoint(runner, checkpoint)
+    resumed = TAIDHook(terms=["taid_0"], alpha=0.1)
+    resumed.after_load_checkpoint(runner, checkpoint)
+    assert resumed.schedules["taid_0"] == hook.schedules["taid_0"]
+    with pytest.raises(KeyError, match="TAIDHook: no loss term"):
+        TAIDHook(terms=["kd_0"]).before_train(runner)

@@ -1,0 +1,79 @@
+"""DualHeadClassifier: a ModalityClassifier with a second, auxiliary classification head.
+
+Two losses in the zoo train a student with two heads on one shared feature, so that cross-entropy
+and distillation gradients do not fight over one linear layer:
+
+- DHO (Kang et al., 2025): the main head learns from labels, the auxiliary head from the teacher
+  (``DHOLoss``); predictions mix the two heads' probabilities,
+  ``(1 − α)·softmax(z_main) + α·softmax(z_aux / β)``, with α, β chosen on the validation split by
+  ``DualHeadCombinerHook``.
+- Dual-head KD (``DualHeadKDLoss``): the auxiliary head absorbs the logit-matching loss and is
+  dropped at inference (α = 0, the default).
+
+Outputs (``mode="tensor"``): ``logits`` (the mixed prediction, as log-probabilities), ``logits_main``,
+``logits_aux`` and ``embedding``. The task loss is cross-entropy on the main head; labels of −1
+mark unlabelled samples and are skipped.
+"""
+
+from __future__ import annotations
+
+import math
+
+import torch
+import torch.nn.functional as F
+
+from xmodal.models.classifier import ModalityClassifier
+from xmodal.registry import MODELS
+
+UNLABELLED = -1
+
+
+def mix_heads(main: torch.Tensor, aux: torch.Tensor, alpha: float, beta: float) -> torch.Tensor:
+    """log((1 − α)·softmax(main) + α·softmax(aux / β)), computed in log space."""
+    if not 0.0 <= alpha <= 1.0 or not beta > 0:
+        raise ValueError(f"mix_heads: expected 0 ≤ alpha ≤ 1 and beta > 0, got alpha={alpha}, beta={beta}")
+    log_main = F.log_softmax(main.float(), dim=1)
+    if alpha == 0.0:
+        return log_main
+    log_aux = F.log_softmax(aux.float() / beta, dim=1)
+    if alpha == 1.0:
+        return log_aux
+    return torch.logaddexp(log_main + math.log(1 - alpha), log_aux + math.log(alpha))
+
+
+@MODELS.register_module()
+class DualHeadClassifier(ModalityClassifier):
+    """Args as :class:`ModalityClassifier`, plus ``aux_head`` (defaults to a copy of ``head``) and
+    the inference mix ``combine_alpha`` (weight of the auxiliary head) / ``combine_beta`` (its
+    temperature); both are buffers, so a tuned mix is saved with the weights."""
+
+    output_keys = ("logits", "logits_main", "logits_aux", "embedding")
+
+    def __init__(self, encoders: dict, head: dict, aux_head: dict | None = None, fusion: dict | None = None,
+                 combine_alpha: float = 0.0, combine_beta: float = 1.0, label_smoothing: float = 0.0,
+                 data_preprocessor: dict | None = None, init_cfg: dict | None = None) -> None:
+        super().__init__(encoders, head, fusion=fusion, label_smoothing=label_smoothing,
+                         data_preprocessor=data_preprocessor, init_cfg=init_cfg)
+        self.aux_head = MODELS.build({**(aux_head or head), "in_dim": self.width})
+        self.register_buffer("combine_alpha", torch.tensor(float(combine_alpha)))
+        self.register_buffer("combine_beta", torch.tensor(float(combine_beta)))
+        mix_heads(torch.zeros(1, 2), torch.zeros(1, 2), float(combine_alpha), float(combine_beta))  # validates
+
+    def set_combiner(self, alpha: float, beta: float) -> None:
+        mix_heads(torch.zeros(1, 2), torch.zeros(1, 2), alpha, beta)
+        self.combine_alpha.fill_(alpha)
+        self.combine_beta.fill_(beta)
+
+    def extract(self, batch: dict) -> dict[str, torch.Tensor]:
+        outputs = super().extract(batch)
+        main = outputs.pop("logits")
+        aux = self.aux_head(outputs["embedding"])
+        mixed = mix_heads(main, aux, float(self.combine_alpha), float(self.combine_beta))
+        return {"logits": mixed, "logits_main": main, "logits_aux": aux, "embedding": outputs["embedding"]}
+
+    def task_loss(self, outputs: dict[str, torch.Tensor], label: torch.Tensor) -> dict[str, torch.Tensor]:
+        labelled = label != UNLABELLED
+        if not labelled.any():
+            return {"loss_ce": outputs["logits_main"].sum() * 0.0}
+        return {"loss_ce": F.cross_entropy(outputs["logits_main"].float()[labelled], label[labelled],
+                                           label_smoothing=self.label_smoothing)}
