@@ -22,3 +22,14 @@ entries = [
     dict(name="rkd", losses=[dict(type="RKDLoss", student="embedding", teacher="t_fusion.embedding",
                                   distance_weight=1.0, angle_weight=2.0)]),
 ]
+entries += [
+    dict(name="taid", losses=[dict(type="TAIDLoss", name="taid", student="logits", teacher="t_fusion.logits")],
+         hooks=[dict(type="TAIDHook", terms=["taid"], t_start=0.4, t_end=1.0, alpha=5e-4, beta=0.99)]),
+    # two-head student: the auxiliary head takes the teacher, the main head the labels
+    dict(name="dho", student=dict(type="DualHeadClassifier"), task_loss_weight=0.0,
+         losses=[dict(type="DHOLoss", student="logits_aux", teacher="t_fusion.logits", temperature=2.0, lam=0.5,
+                      inputs=dict(main_logits="student.logits_main"))],
+         hooks=[dict(type="DualHeadCombinerHook")]),
+    dict(name="dual_head_kd", student=dict(type="DualHeadClassifier"),
+         losses=[dict(type="DualHeadKDLoss", student="logits_aux", teacher="t_fusion.logits", temperature=2.0)]),
+]
