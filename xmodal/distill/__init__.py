@@ -1,4 +1,4 @@
-from xmodal.distill import mst
+from xmodal.distill import mst, retrieval
 from xmodal.distill.connectors import ConvConnector, LinearConnector
 from xmodal.distill.distiller import Distiller
 from xmodal.distill.losses import DKDLoss, KDLoss, LoadBalanceLoss
@@ -16,4 +16,5 @@ __all__ = [
     "LoadBalanceLoss",
     "TAIDHook",
     "mst",
+    "retrieval",
 ]

@@ -1,4 +1,6 @@
 from xmodal.models.classifier import ModalityClassifier
+from xmodal.models.cross_encoder import CrossEncoder
+from xmodal.models.dual_encoder import DualEncoder
 from xmodal.models.dual_head import DualHeadClassifier
 from xmodal.models.encoders import LeNet5, SpectrogramCNN, TimmImageEncoder, TinyTextEncoder
 from xmodal.models.fusenet import FuseNetSegmenter
@@ -10,6 +12,8 @@ __all__ = [
     "AttentionFusion",
     "ClsHead",
     "ConcatFusion",
+    "CrossEncoder",
+    "DualEncoder",
     "DualHeadClassifier",
     "FuseNetSegmenter",
     "LeNet5",
