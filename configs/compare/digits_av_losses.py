@@ -32,4 +32,7 @@ entries += [
          hooks=[dict(type="DualHeadCombinerHook")]),
     dict(name="dual_head_kd", student=dict(type="DualHeadClassifier"),
          losses=[dict(type="DualHeadKDLoss", student="logits_aux", teacher="t_fusion.logits", temperature=2.0)]),
+    # CRD on the embeddings (student 84-d, fusion teacher 128-d); num_data = the digits-av train split size
+    dict(name="crd", losses=[dict(type="CRDLoss", student="embedding", teacher="t_fusion.embedding", weight=0.8,
+                                  student_dim=84, teacher_dim=128, num_data=1078, inputs=dict(index="batch.index"))]),
 ]

@@ -1,5 +1,6 @@
 """Distillation losses, one file each, registered in ``xmodal.registry.MODELS`` by class name."""
 
+from xmodal.distill.losses.crd import CRDLoss
 from xmodal.distill.losses.dho import DHOLoss
 from xmodal.distill.losses.dkd import DKDLoss
 from xmodal.distill.losses.dual_head_kd import DualHeadKDLoss
@@ -10,5 +11,16 @@ from xmodal.distill.losses.pld import PLDLoss
 from xmodal.distill.losses.rkd import RKDLoss
 from xmodal.distill.losses.taid import TAIDLoss, TAIDSchedule
 
-__all__ = ["DHOLoss", "DKDLoss", "DualHeadKDLoss", "FitNetLoss", "KDLoss", "LoadBalanceLoss", "PLDLoss", "RKDLoss",
-           "TAIDLoss", "TAIDSchedule"]
+__all__ = [
+    "CRDLoss",
+    "DHOLoss",
+    "DKDLoss",
+    "DualHeadKDLoss",
+    "FitNetLoss",
+    "KDLoss",
+    "LoadBalanceLoss",
+    "PLDLoss",
+    "RKDLoss",
+    "TAIDLoss",
+    "TAIDSchedule",
+]
