@@ -1,0 +1,159 @@
+"""``xmodal-retrieval``: Recall@K of query embeddings against a gallery, from .npy files and a pairs CSV.
+
+    xmodal-retrieval --queries Q.npy --gallery G.npy --pairs PAIRS.csv [--k 1 5 10] [--direction q2g|both]
+                     [--json OUT.json] [--index flat|ivf|hnsw] [--gpu] [--skip-invalid] [--batch-size N]
+
+``PAIRS.csv`` has the header ``query,gallery`` and one positive pair of 0-based row indices per line;
+a query with several positives has several lines. ``q2g`` ranks the gallery for every query;
+``both`` adds ``g2q``: every gallery row as a query, the queries paired with it as its positives.
+Recall@k of a query is 1 when any positive is among its k nearest rows by cosine similarity.
+"""
+
+from __future__ import annotations
+
+import argparse
+import csv
+import json
+from pathlib import Path
+
+import numpy as np
+
+from xmodal.evaluation.retrieval import recall_at_k_pairs
+
+
+def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(prog="xmodal-retrieval", description=__doc__.splitlines()[0])
+    parser.add_argument("--queries", required=True, help="query embeddings, .npy (rows x dim)")
+    parser.add_argument("--gallery", required=True, help="gallery embeddings, .npy (rows x dim)")
+    parser.add_argument("--pairs", required=True, help="CSV with header 'query,gallery': positive pairs, 0-based rows")
+    parser.add_argument("--k", type=int, nargs="+", default=[1, 5, 10], help="cut-offs (default: 1 5 10)")
+    parser.add_argument("--direction", choices=("q2g", "both"), default="q2g")
+    parser.add_argument("--json", help="also write the results to this JSON file (atomically)")
+    parser.add_argument("--index", choices=("flat", "ivf", "hnsw"), default="flat",
+                        help="flat: exact; ivf / hnsw: approximate, for very large galleries")
+    parser.add_argument("--nlist", type=int, help="IVF lists (default ~4 sqrt(gallery rows))")
+    parser.add_argument("--nprobe", type=int, help="IVF lists searched per query (default min(nlist, 32))")
+    parser.add_argument("--gpu", action="store_true", help="search on GPU 0 (needs a faiss GPU build)")
+    parser.add_argument("--skip-invalid", action="store_true",
+                        help="drop zero-norm rows and queries without a positive (counted) instead of failing")
+    parser.add_argument("--batch-size", type=int, default=16384, help="queries per FAISS search call")
+    args = parser.parse_args(argv)
+    bad_k = [k for k in args.k if k < 1]
+    if bad_k:
+        parser.error(f"--k: every k must be >= 1, got {bad_k[0]}")
+    args.k = sorted(set(args.k))
+    if args.batch_size < 1:
+        parser.error(f"--batch-size must be >= 1, got {args.batch_size}")
+    return args
+
+
+def load_embeddings(path: str) -> np.ndarray:
+    """A 2-D real-valued .npy array, memory-mapped (validated row by row later)."""
+    if not Path(path).is_file():
+        raise ValueError(f"{path}: file not found")
+    try:
+        array = np.load(path, mmap_mode="r", allow_pickle=False)
+    except (ValueError, OSError) as err:
+        raise ValueError(f"{path}: not a readable .npy array ({err})") from None
+    if not isinstance(array, np.ndarray):
+        raise ValueError(f"{path}: expected a single .npy array, got {type(array).__name__}")
+    if array.ndim != 2:
+        raise ValueError(f"{path}: expected a 2-D array (rows x dim), got shape {array.shape}")
+    if not (np.issubdtype(array.dtype, np.floating) or np.issubdtype(array.dtype, np.integer)):
+        raise ValueError(f"{path}: expected real numbers, got dtype {array.dtype}")
+    if not len(array):
+        raise ValueError(f"{path}: no rows")
+    return array
+
+
+def load_pairs(path: str, num_queries: int, num_gallery: int) -> tuple[np.ndarray, np.ndarray]:
+    """(query rows, gallery rows) of every pair line; errors name the line (the header is line 1)."""
+    if not Path(path).is_file():
+        raise ValueError(f"{path}: file not found")
+    pair_q, pair_g = [], []
+    limits = {"query": num_queries, "gallery": num_gallery}
+    with open(path, newline="", encoding="utf-8-sig") as fh:  # -sig: tolerate a BOM from spreadsheet exports
+        reader = csv.reader(fh)
+        header = next(reader, None)
+        if header is None or [h.strip() for h in header] != ["query", "gallery"]:
+            raise ValueError(f"{path} line 1: expected the header 'query,gallery', got {','.join(header or [])!r}")
+        for fields in reader:
+            line = reader.line_num
+            if not fields or all(not f.strip() for f in fields):
+                continue
+            if len(fields) != 2:
+                raise ValueError(f"{path} line {line}: expected 2 fields 'query,gallery', got {len(fields)}")
+            values = []
+            for what, text in zip(("query", "gallery"), fields):
+                try:
+                    value = int(text.strip())
+                except ValueError:
+                    raise ValueError(f"{path} line {line}: {what} index {text.strip()!r} is not an integer") from None
+                if not 0 <= value < limits[what]:
+                    raise ValueError(f"{path} line {line}: {what} index {value} out of range "
+                                     f"[0, {limits[what] - 1}]")
+                values.append(value)
+            pair_q.append(values[0])
+            pair_g.append(values[1])
+    if not pair_q:
+        raise ValueError(f"{path}: no pairs (only the header): every query needs at least one positive")
+    return np.asarray(pair_q, dtype=np.int64), np.asarray(pair_g, dtype=np.int64)
+
+
+def evaluate(args: argparse.Namespace) -> dict:
+    queries, gallery = load_embeddings(args.queries), load_embeddings(args.gallery)
+    pair_q, pair_g = load_pairs(args.pairs, len(queries), len(gallery))
+    common = dict(index=args.index, gpu=args.gpu, batch_size=args.batch_size, skip_invalid=args.skip_invalid,
+                  positives_name=args.pairs)
+    if args.index == "ivf":
+        common.update(nlist=args.nlist, nprobe=args.nprobe)
+    results: dict = {"queries": args.queries, "gallery": args.gallery, "pairs": args.pairs, "index": args.index,
+                     "k": list(args.k), "num_pairs": len(pair_q)}
+    runs = [("q2g", queries, gallery, pair_q, pair_g, (args.queries, args.gallery))]
+    if args.direction == "both":
+        runs.append(("g2q", gallery, queries, pair_g, pair_q, (args.gallery, args.queries)))
+    for direction, q, g, pq, pg, names in runs:
+        try:
+            results[direction] = recall_at_k_pairs(q, g, pq, pg, args.k, names=names, **common)
+        except ValueError as err:
+            raise ValueError(f"{direction}: {err}") from None
+    return results
+
+
+def print_table(results: dict, ks: list[int]) -> None:
+    from rich.console import Console
+    from rich.table import Table
+
+    table = Table(title=f"Recall@K ({results['index']} index, cosine similarity)")
+    for name in ("direction", "queries", "gallery", *(f"R@{k}" for k in ks), "skipped q/g"):
+        table.add_column(name, justify="left" if name == "direction" else "right")
+    for direction in ("q2g", "g2q"):
+        if direction in results:
+            r = results[direction]
+            table.add_row(direction, str(r["num_queries"]), str(r["num_gallery"]),
+                          *(f"{100 * r[f'recall@{k}']:.2f}" for k in ks),
+                          f"{r['skipped_queries']}/{r['skipped_gallery']}")
+    Console().print(table)
+
+
+def write_json(results: dict, path: str) -> None:
+    from xmodal.engine.checkpoint import atomic_write_bytes  # temp file + rename: never a half-written file
+
+    atomic_write_bytes((json.dumps(results, indent=2) + "\n").encode(), path)
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Console entry point; bad input exits with a one-line message instead of a traceback."""
+    args = parse_args(argv)
+    try:
+        results = evaluate(args)
+    except ValueError as err:
+        raise SystemExit(f"xmodal-retrieval: error: {err}") from err
+    print_table(results, list(args.k))
+    if args.json:
+        write_json(results, args.json)
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
