@@ -36,3 +36,13 @@ entries += [
     dict(name="crd", losses=[dict(type="CRDLoss", student="embedding", teacher="t_fusion.embedding", weight=0.8,
                                   student_dim=84, teacher_dim=128, num_data=1078, inputs=dict(index="batch.index"))]),
 ]
+entries += [
+    # C2KD: proxy heads owned by the loss on the embeddings (student 84-d, fusion teacher 128-d), 10 classes
+    dict(name="c2kd", losses=[dict(type="C2KDLoss", student="embedding", teacher="t_fusion.embedding",
+                                   student_dim=84, teacher_dim=128, num_classes=10, temperature=1.0,
+                                   krc_threshold=0.0,
+                                   inputs=dict(teacher_logits="t_fusion.logits", student_logits="student.logits"))]),
+    # MAD: teacher-entropy-weighted Gram matrix MSE; the Gram is B x B, so no connector
+    dict(name="mad", losses=[dict(type="MADLoss", student="embedding", teacher="t_fusion.embedding",
+                                  inputs=dict(teacher_logits="t_fusion.logits"))]),
+]

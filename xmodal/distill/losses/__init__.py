@@ -1,5 +1,6 @@
 """Distillation losses, one file each, registered in ``xmodal.registry.MODELS`` by class name."""
 
+from xmodal.distill.losses.c2kd import C2KDLoss
 from xmodal.distill.losses.crd import CRDLoss
 from xmodal.distill.losses.dho import DHOLoss
 from xmodal.distill.losses.dkd import DKDLoss
@@ -7,11 +8,13 @@ from xmodal.distill.losses.dual_head_kd import DualHeadKDLoss
 from xmodal.distill.losses.fitnet import FitNetLoss
 from xmodal.distill.losses.kd import KDLoss
 from xmodal.distill.losses.load_balance import LoadBalanceLoss
+from xmodal.distill.losses.mad import MADLoss
 from xmodal.distill.losses.pld import PLDLoss
 from xmodal.distill.losses.rkd import RKDLoss
 from xmodal.distill.losses.taid import TAIDLoss, TAIDSchedule
 
 __all__ = [
+    "C2KDLoss",
     "CRDLoss",
     "DHOLoss",
     "DKDLoss",
@@ -19,6 +22,7 @@ __all__ = [
     "FitNetLoss",
     "KDLoss",
     "LoadBalanceLoss",
+    "MADLoss",
     "PLDLoss",
     "RKDLoss",
     "TAIDLoss",
