@@ -4,6 +4,12 @@ from xmodal.distill.distiller import Distiller
 from xmodal.distill.losses import DKDLoss, KDLoss, LoadBalanceLoss
 from xmodal.distill.recorder import FeatureRecorder
 from xmodal.distill.schedules import DistillWeightWarmupHook, TAIDHook
+from xmodal.distill.unidistill import (
+    UNIDISTILL_WEIGHTS,
+    UniDistillFeatureLoss,
+    UniDistillRelationLoss,
+    UniDistillResponseLoss,
+)
 
 __all__ = [
     "ConvConnector",
@@ -15,6 +21,10 @@ __all__ = [
     "LinearConnector",
     "LoadBalanceLoss",
     "TAIDHook",
+    "UNIDISTILL_WEIGHTS",
+    "UniDistillFeatureLoss",
+    "UniDistillRelationLoss",
+    "UniDistillResponseLoss",
     "mst",
     "retrieval",
 ]
