@@ -46,3 +46,11 @@ entries += [
     dict(name="mad", losses=[dict(type="MADLoss", student="embedding", teacher="t_fusion.embedding",
                                   inputs=dict(teacher_logits="t_fusion.logits"))]),
 ]
+entries += [
+    # SinKD rides on KD, as in the official "kd+sinkhorn" runs
+    dict(name="kd_sinkd", losses=[kd, dict(type="SinKDLoss", student="logits", teacher="t_fusion.logits",
+                                          temperature=2.0, epsilon=0.1, iterations=20)]),
+    # DIST replaces KD's KL; weight 2 as in the official recipes (cross-entropy weight 1)
+    dict(name="dist", losses=[dict(type="DISTLoss", weight=2.0, student="logits", teacher="t_fusion.logits",
+                                   tau=1.0, beta=1.0, gamma=1.0)]),
+]
