@@ -5,6 +5,7 @@ from xmodal.evaluation.classification import (
     confusion_matrix,
     macro_f1,
 )
+from xmodal.evaluation.detection import NuScenesMetric, evaluate_nuscenes
 from xmodal.evaluation.retrieval import (
     RetrievalMetric,
     build_index,
@@ -21,6 +22,7 @@ from xmodal.evaluation.segmentation import SegmentationMetric
 __all__ = [
     "ClassificationMetric",
     "MaskKLMetric",
+    "NuScenesMetric",
     "RetrievalMetric",
     "RouterUsageMetric",
     "SegmentationMetric",
@@ -29,6 +31,7 @@ __all__ = [
     "cohen_kappa",
     "confusion_matrix",
     "dense_recall_at_k",
+    "evaluate_nuscenes",
     "image_text_recalls",
     "l2_normalise",
     "macro_f1",
