@@ -51,7 +51,7 @@ def entry_config(spec: Config, entry: dict, teacher_dirs: dict[str, Path], out: 
     refs += [ref for term in entry["losses"] for ref in (term.get("inputs") or {}).values()]
     used = {ref.partition(".")[0] for ref in refs} & set(spec.teachers) or {next(iter(spec.teachers))}
     cfg.model.teachers = {name: dict(config=spec.teachers[name], checkpoint=str(teacher_dirs[name])) for name in used}
-    cfg.model.losses = [dict(weight=1.0, **term) for term in entry["losses"]]
+    cfg.model.losses = [{"weight": 1.0, **term} for term in entry["losses"]]
     cfg.model.task_loss_weight = entry.get("task_loss_weight", 1.0)
     cfg.model.student.update(entry.get("student", {}))
     cfg.custom_hooks = [*cfg.get("custom_hooks", []), *entry.get("hooks", [])]
