@@ -1,7 +1,9 @@
 from xmodal.data.digits_av import DigitsAVDataset, DigitsAVSpec, build_digits_av
 from xmodal.data.errors import DatasetFormatError
 from xmodal.data.paired import PairedDataset
+from xmodal.data.retrieval import RetrievalDataset, write_retrieval_dataset
 from xmodal.data.segmentation import SegmentationDataset
+from xmodal.data.shapes_captions import ShapesCaptionsDataset, ShapesCaptionsSpec, build_shapes_captions
 from xmodal.data.transforms import GaussianNoise, LogMelSpectrogram
 
 __all__ = [
@@ -11,6 +13,11 @@ __all__ = [
     "GaussianNoise",
     "LogMelSpectrogram",
     "PairedDataset",
+    "RetrievalDataset",
     "SegmentationDataset",
+    "ShapesCaptionsDataset",
+    "ShapesCaptionsSpec",
     "build_digits_av",
+    "build_shapes_captions",
+    "write_retrieval_dataset",
 ]
