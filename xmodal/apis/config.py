@@ -37,10 +37,21 @@ def enable_amp(cfg: Config) -> None:
 
 
 def set_max_epochs(cfg: Config, epochs: int) -> None:
-    """Shorten or lengthen training, keeping epoch-based schedules spanning the whole run."""
+    """Shorten or lengthen training, keeping epoch-based schedules spanning the whole run: a schedule
+    that ended with the old run ends with the new one, a warm-up keeps its length, and a schedule
+    that would start after the new end is dropped."""
+    old = cfg.train_cfg.max_epochs
     cfg.train_cfg.max_epochs = epochs
+    kept = []
     for scheduler in cfg.get("param_scheduler") or []:
         if scheduler.get("by_epoch", True):
-            scheduler["end"] = epochs
-            if "T_max" in scheduler:
-                scheduler["T_max"] = epochs
+            begin = scheduler.get("begin", 0)
+            if begin >= epochs:
+                continue
+            if scheduler.get("end", old) >= old or scheduler.get("end", old) > epochs:
+                scheduler["end"] = epochs
+                if "T_max" in scheduler:
+                    scheduler["T_max"] = epochs - begin
+        kept.append(scheduler)
+    if cfg.get("param_scheduler") is not None:
+        cfg.param_scheduler = kept

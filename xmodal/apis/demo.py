@@ -1,9 +1,10 @@
-"""The demo: on digits-av, train the image+audio fusion teacher, single-modality baselines and
-image-only students distilled by KD (one teacher, two teachers) and MST-Distill, then compare them
-on the held-out test split, over one or several seeds.
+"""The demo (``--task classification``, the default): on digits-av, train the image+audio fusion
+teacher, single-modality baselines and image-only students distilled by KD (one teacher, two
+teachers) and MST-Distill, then compare them on the held-out test split, over one or several seeds.
 
 Each row is an ordinary run of a config in ``configs/`` on mmengine's Runner (MST-Distill: its three
 stages): the best epoch is chosen on the validation split, the reported numbers are from the test split.
+``--task retrieval`` runs the retrieval demo instead (``xmodal/apis/demo_retrieval.py``).
 """
 
 from __future__ import annotations
@@ -56,8 +57,12 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--seeds", type=int, nargs="+", default=[0],
                         help="training seeds; with several, the table shows mean ± std (the dataset is fixed)")
     parser.add_argument("--epochs", type=int, help="epochs per model (default: 30, or 4 with --quick)")
-    parser.add_argument("--methods", nargs="+", choices=[r.method for r in RUNS],
-                        help="run only these rows (and the teachers they need)")
+    parser.add_argument("--task", choices=("classification", "retrieval"), default="classification",
+                        help="classification: digits-av image students (default); retrieval: shapes-captions "
+                        "dual-encoder students with CPRD/DCD")
+    parser.add_argument("--methods", nargs="+", help="run only these rows (and the teachers they need); "
+                        f"classification: {' '.join(r.method for r in RUNS)}; retrieval: teacher_base_clip "
+                        "student_itc student_cprd student_dcd")
     return parser.parse_args(argv)
 
 
@@ -196,14 +201,18 @@ def print_table(console, rows: list[dict]) -> None:
     console.print(table)
 
 
-def _needed(methods: list[str] | None) -> list[DemoRun]:
+def _needed(methods: list[str] | None, runs: list[DemoRun] = RUNS) -> list[DemoRun]:
     if not methods:
-        return RUNS
+        return runs
+    unknown = set(methods) - {r.method for r in runs}
+    if unknown:
+        raise SystemExit(f"demo: unknown method(s) {sorted(unknown)} for this task; choose from "
+                         f"{[r.method for r in runs]}")
     wanted = set(methods)
-    for run in RUNS:
+    for run in runs:
         if run.method in wanted:
             wanted |= set(run.teachers.values())
-    return [r for r in RUNS if r.method in wanted]
+    return [r for r in runs if r.method in wanted]
 
 
 def main(argv: list[str] | None = None) -> dict:
@@ -213,6 +222,10 @@ def main(argv: list[str] | None = None) -> dict:
     from xmodal.data.digits_av import build_digits_av
 
     args = parse_args(argv)
+    if args.task == "retrieval":
+        from xmodal.apis.demo_retrieval import run_demo
+
+        return run_demo(args, Console())
     epochs = args.epochs or (4 if args.quick else 30)
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)

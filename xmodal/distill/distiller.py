@@ -58,9 +58,11 @@ def build_teacher(name: str, spec: dict) -> nn.Module:
     teacher = MODELS.build(model_cfg)
     checkpoint = spec.get("checkpoint")
     if checkpoint is None:
-        if not spec.get("allow_random_init", False):
+        # a model that loads its own published weights (``pretrained=<local file or dir>``) needs no checkpoint
+        if model_cfg.get("pretrained") is None and not spec.get("allow_random_init", False):
             raise ValueError(f"teacher '{name}' has no 'checkpoint': train the teacher first and set "
-                             f"checkpoint to its best_*.pth or work dir (or allow_random_init=True for tests)")
+                             f"checkpoint to its best_*.pth or work dir, or give the model its own "
+                             f"pretrained=<local weights> (or allow_random_init=True for tests)")
     else:
         load_weights(teacher, resolve_checkpoint(checkpoint), what=f"teacher '{name}'")
     teacher.eval()
@@ -176,7 +178,9 @@ class Distiller(BaseModel):
                 teacher_rec[name] = self._teacher_recorders[name].pop()
         losses = {}
         if self.task_loss_weight:
-            task = self.student.task_loss(student_out, batch["label"])
+            # classifiers learn from batch["label"]; a model with task_loss_input = "batch" (a detector) reads the batch
+            wants_batch = getattr(self.student, "task_loss_input", "label") == "batch"
+            task = self.student.task_loss(student_out, batch if wants_batch else batch["label"])
             losses.update({k: v * self.task_loss_weight for k, v in task.items()})
         for term, loss in zip(self.terms, self.loss_modules):
             s = self._pick(student_out, student_rec, term.student_key)
