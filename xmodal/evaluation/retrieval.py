@@ -87,8 +87,8 @@ def build_index(gallery: np.ndarray, kind: str = "flat", gpu: bool = False, nlis
         # Checked before any work: faiss-cpu wheels have no GPU classes at all
         if getattr(faiss, "StandardGpuResources", None) is None or faiss.get_num_gpus() == 0:
             raise ValueError("build_index: gpu=True but FAISS sees no GPU (faiss.get_num_gpus() == 0); the "
-                             "faiss-cpu wheel has no GPU support: install faiss-gpu-cu12 (xmodal[gpu]) on a CUDA "
-                             "machine, or drop gpu=True / --gpu")
+                             "faiss-cpu wheel has no GPU support: on a CUDA machine replace it (pip uninstall "
+                             "faiss-cpu && pip install faiss-gpu-cu12; docs/retrieval.md), or drop gpu=True / --gpu")
         if kind == "hnsw":
             raise ValueError("build_index: FAISS has no GPU HNSW index; use kind='flat' or 'ivf' with gpu=True")
     if kind == "flat":
