@@ -1,3 +1,11 @@
+from xmodal.models.bev import (
+    BEVDetector,
+    CenterPointHead,
+    ConvBEVFuser,
+    LiftSplatCamera,
+    PillarFeatureNet,
+    SECONDFPNBackbone,
+)
 from xmodal.models.classifier import ModalityClassifier
 from xmodal.models.cross_encoder import CrossEncoder
 from xmodal.models.dual_encoder import DualEncoder
@@ -10,15 +18,21 @@ from xmodal.models.mlp_fusion import MLPFusion
 
 __all__ = [
     "AttentionFusion",
+    "BEVDetector",
+    "CenterPointHead",
     "ClsHead",
     "ConcatFusion",
+    "ConvBEVFuser",
     "CrossEncoder",
     "DualEncoder",
     "DualHeadClassifier",
     "FuseNetSegmenter",
     "LeNet5",
+    "LiftSplatCamera",
     "MLPFusion",
     "ModalityClassifier",
+    "PillarFeatureNet",
+    "SECONDFPNBackbone",
     "SpectrogramCNN",
     "TimmImageEncoder",
     "TinyTextEncoder",
