@@ -1,12 +1,15 @@
+from xmodal.data.detection import DetectionDataset, detection_collate, write_detection_dataset
 from xmodal.data.digits_av import DigitsAVDataset, DigitsAVSpec, build_digits_av
 from xmodal.data.errors import DatasetFormatError
 from xmodal.data.paired import PairedDataset
 from xmodal.data.retrieval import RetrievalDataset, write_retrieval_dataset
 from xmodal.data.segmentation import SegmentationDataset
 from xmodal.data.shapes_captions import ShapesCaptionsDataset, ShapesCaptionsSpec, build_shapes_captions
+from xmodal.data.synthetic_scenes import SyntheticScenesDataset, SyntheticScenesSpec, build_synthetic_scenes
 from xmodal.data.transforms import GaussianNoise, LogMelSpectrogram
 
 __all__ = [
+    "DetectionDataset",
     "DatasetFormatError",
     "DigitsAVDataset",
     "DigitsAVSpec",
@@ -17,7 +20,12 @@ __all__ = [
     "SegmentationDataset",
     "ShapesCaptionsDataset",
     "ShapesCaptionsSpec",
+    "SyntheticScenesDataset",
+    "SyntheticScenesSpec",
     "build_digits_av",
     "build_shapes_captions",
+    "build_synthetic_scenes",
+    "detection_collate",
+    "write_detection_dataset",
     "write_retrieval_dataset",
 ]
