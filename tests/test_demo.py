@@ -32,3 +32,25 @@ def test_quick_demo_writes_summary(tmp_path, digits_av_root):
     assert "student_mst_distill" in result.stdout and "test acc" in result.stdout
     stage3 = out / "student_mst_distill" / "stage3"
     assert (stage3 / "stage_done.json").is_file() and (stage3 / "router_usage.jsonl").is_file()
+
+
+def test_retrieval_demo_cli_writes_summary(tmp_path):
+    import os
+
+    out = tmp_path / "demo_retrieval"
+    result = subprocess.run([sys.executable, "tools/demo.py", "--task", "retrieval", "--epochs", "1", "--methods",
+                             "student_itc", "--out", str(out)], cwd=REPO, env=dict(os.environ), capture_output=True,
+                            text=True, timeout=600)
+    assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
+    summary = json.loads((out / "summary.json").read_text())
+    assert summary["dataset"] == "shapes-captions (synthetic)" and summary["epochs"] == 1
+    (row,) = summary["results"]
+    assert row["method"] == "student_itc" and len(row["history"]) == 1
+    assert 0.0 <= row["mean_recall"] <= 1.0 and row["train_seconds"] > 0
+    assert "student_itc" in result.stdout and "Recall@K" in result.stdout
+
+
+def test_demo_rejects_a_method_of_another_task():
+    result = subprocess.run([sys.executable, "tools/demo.py", "--task", "retrieval", "--methods", "student_kd"],
+                            cwd=REPO, capture_output=True, text=True, timeout=120)
+    assert result.returncode != 0 and "unknown method" in result.stderr

@@ -215,9 +215,31 @@ def _needed(methods: list[str] | None, runs: list[DemoRun] = RUNS) -> list[DemoR
     return [r for r in runs if r.method in wanted]
 
 
+def run_all(runs: list[DemoRun], seeds: list[int], out: Path, console, make_config, train) -> list[dict]:
+    """Each seed, each run in order with a progress bar: ``make_config(run, seed_out, seed, work_dirs)``
+    (``work_dirs``: the runs already trained for this seed, for teachers), then ``train(run, cfg, progress,
+    task_id, seed)`` -> a result row."""
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+
+    columns = [TextColumn("{task.description:<15}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
+               TextColumn("{task.fields[status]}")]
+    results = []
+    for seed in seeds:
+        work_dirs: dict[str, Path] = {}
+        seed_out = out / f"seed{seed}" if len(seeds) > 1 else out
+        with Progress(*columns, console=console) as progress:
+            tasks = {r.method: progress.add_task(r.method[:15], total=None, start=False, status="waiting")
+                     for r in runs}
+            for run in runs:
+                cfg = make_config(run, seed_out, seed, work_dirs)
+                progress.start_task(tasks[run.method])
+                results.append(train(run, cfg, progress, tasks[run.method], seed))
+                work_dirs[run.method] = Path(cfg.work_dir)
+    return results
+
+
 def main(argv: list[str] | None = None) -> dict:
     from rich.console import Console
-    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
     from xmodal.data.digits_av import build_digits_av
 
@@ -234,20 +256,8 @@ def main(argv: list[str] | None = None) -> dict:
     with console.status("digits-av: building the dataset (first run only; cached afterwards)..."):
         root = build_digits_av()
     console.print(f"digits-av at {root}")
-    runs, results = _needed(args.methods), []
-    columns = [TextColumn("{task.description:<15}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
-               TextColumn("{task.fields[status]}")]
-    for seed in args.seeds:
-        work_dirs: dict[str, Path] = {}
-        seed_out = out / f"seed{seed}" if len(args.seeds) > 1 else out
-        with Progress(*columns, console=console) as progress:
-            tasks = {r.method: progress.add_task(r.method[:15], total=None, start=False, status="waiting")
-                     for r in runs}
-            for run in runs:
-                cfg = _run_config(run, seed_out, seed, epochs, work_dirs)
-                progress.start_task(tasks[run.method])
-                results.append(train_and_test(run, cfg, progress, tasks[run.method], seed))
-                work_dirs[run.method] = Path(cfg.work_dir)
+    results = run_all(_needed(args.methods), args.seeds, out, console,
+                      lambda run, seed_out, seed, dirs: _run_config(run, seed_out, seed, epochs, dirs), train_and_test)
     rows = aggregate(results)
     summary = {"dataset": "digits-av", "data_root": str(root), "seeds": args.seeds, "epochs": epochs,
                "quick": args.quick, "aggregate": rows, "results": results}

@@ -17,7 +17,7 @@ import numpy as np
 from mmengine.runner import Runner
 
 from xmodal.apis.config import load_config, set_max_epochs
-from xmodal.apis.demo import CONFIG_DIR, DemoRun, _needed, _quiet
+from xmodal.apis.demo import CONFIG_DIR, DemoRun, _needed, _quiet, run_all
 from xmodal.engine.checkpoint import atomic_write_bytes, load_weights, resolve_checkpoint
 from xmodal.engine.hooks import EpochHistoryHook, ProgressBarHook, unwrap
 
@@ -89,8 +89,6 @@ def print_table(console, rows: list[dict]) -> None:
 
 
 def run_demo(args, console) -> dict:
-    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
-
     from xmodal.data.shapes_captions import build_shapes_captions
 
     epochs = args.epochs or (2 if args.quick else 20)
@@ -100,20 +98,8 @@ def run_demo(args, console) -> dict:
     with console.status("shapes-captions: rendering the dataset (first run only; cached afterwards)..."):
         root = build_shapes_captions()
     console.print(f"shapes-captions (synthetic) at {root}")
-    runs, results = _needed(args.methods, RUNS), []
-    columns = [TextColumn("{task.description:<15}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
-               TextColumn("{task.fields[status]}")]
-    for seed in args.seeds:
-        work_dirs: dict[str, Path] = {}
-        seed_out = out / f"seed{seed}" if len(args.seeds) > 1 else out
-        with Progress(*columns, console=console) as progress:
-            tasks = {r.method: progress.add_task(r.method[:15], total=None, start=False, status="waiting")
-                     for r in runs}
-            for run in runs:
-                cfg = _config(run, seed_out, seed, epochs, work_dirs)
-                progress.start_task(tasks[run.method])
-                results.append(train_and_test(run, cfg, progress, tasks[run.method], seed))
-                work_dirs[run.method] = Path(cfg.work_dir)
+    results = run_all(_needed(args.methods, RUNS), args.seeds, out, console,
+                      lambda run, seed_out, seed, dirs: _config(run, seed_out, seed, epochs, dirs), train_and_test)
     rows = aggregate(results)
     summary = {"dataset": "shapes-captions (synthetic)", "data_root": str(root), "seeds": args.seeds,
                "epochs": epochs, "quick": args.quick, "aggregate": rows, "results": results}
