@@ -4,7 +4,8 @@ teachers) and MST-Distill, then compare them on the held-out test split, over on
 
 Each row is an ordinary run of a config in ``configs/`` on mmengine's Runner (MST-Distill: its three
 stages): the best epoch is chosen on the validation split, the reported numbers are from the test split.
-``--task retrieval`` runs the retrieval demo instead (``xmodal/apis/demo_retrieval.py``).
+``--task retrieval`` and ``--task bev`` run the retrieval and BEV demos instead
+(``xmodal/apis/demo_retrieval.py``, ``xmodal/apis/demo_bev.py``).
 """
 
 from __future__ import annotations
@@ -57,12 +58,14 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--seeds", type=int, nargs="+", default=[0],
                         help="training seeds; with several, the table shows mean ± std (the dataset is fixed)")
     parser.add_argument("--epochs", type=int, help="epochs per model (default: 30, or 4 with --quick)")
-    parser.add_argument("--task", choices=("classification", "retrieval"), default="classification",
+    parser.add_argument("--task", choices=("classification", "retrieval", "bev"), default="classification",
                         help="classification: digits-av image students (default); retrieval: shapes-captions "
-                        "dual-encoder students with CPRD/DCD")
+                        "dual-encoder students with CPRD/DCD; bev: synthetic-scenes camera BEV detectors with "
+                        "UniDistill from a LiDAR detector")
     parser.add_argument("--methods", nargs="+", help="run only these rows (and the teachers they need); "
                         f"classification: {' '.join(r.method for r in RUNS)}; retrieval: teacher_base_clip "
-                        "student_itc student_cprd student_dcd")
+                        "student_itc student_cprd student_dcd; bev: teacher_lidar student_camera "
+                        "student_camera_unidistill")
     return parser.parse_args(argv)
 
 
@@ -248,6 +251,10 @@ def main(argv: list[str] | None = None) -> dict:
         from xmodal.apis.demo_retrieval import run_demo
 
         return run_demo(args, Console())
+    if args.task == "bev":
+        from xmodal.apis.demo_bev import run_demo as run_bev_demo
+
+        return run_bev_demo(args, Console())
     epochs = args.epochs or (4 if args.quick else 30)
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)

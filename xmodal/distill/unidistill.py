@@ -34,7 +34,7 @@ from __future__ import annotations
 
 import dataclasses
 import math
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 
 import torch
 import torch.nn.functional as F
@@ -395,3 +395,26 @@ class UniDistillResponseLoss(nn.Module):
             loss = loss + self.reg_weight * reg
             self.last_terms["reg"] = reg.detach()
         return loss
+
+
+def unidistill_terms(path: str, teacher: str, grid: Mapping) -> list[dict]:
+    """The three Distiller loss terms of one UniDistill path (``"camera_from_lidar"``, ...) with the path's
+    weights, for a student and a teacher ``BEVDetector`` on the same ``grid`` (``point_cloud_range``,
+    ``cell_size``; every output at the grid's resolution, so stride 1)::
+
+        losses = unidistill_terms("camera_from_lidar", "t_lidar", grid)
+    """
+    if path not in UNIDISTILL_WEIGHTS:
+        raise KeyError(f"unidistill_terms: unknown path {path!r}; expected one of {sorted(UNIDISTILL_WEIGHTS)}")
+    weights = UNIDISTILL_WEIGHTS[path]
+    where = dict(bev_range=tuple(grid["point_cloud_range"]), cell_size=grid["cell_size"], stride=1)
+    boxes = dict(gt_boxes="batch.gt_boxes")
+    return [
+        dict(type="UniDistillFeatureLoss", name="feature", weight=weights["feature"], student="bev_low",
+             teacher=f"{teacher}.bev_low", inputs=boxes, **where),
+        dict(type="UniDistillRelationLoss", name="relation", weight=weights["relation"], student="bev_high",
+             teacher=f"{teacher}.bev_high", inputs=boxes, **where),
+        dict(type="UniDistillResponseLoss", name="response", weight=weights["response"], student="heatmap",
+             teacher=f"{teacher}.heatmap", inputs=dict(boxes, student_regression="student.regression",
+                                                       teacher_regression=f"{teacher}.regression"), **where),
+    ]

@@ -1,0 +1,25 @@
+# UniDistill camera <- lidar on nuScenes (GPU scale): the camera BEV detector learns from the
+# trained lidar detector at the 9 keypoints of every GT box: feature (low-level BEV), relation (9 x 9
+# keypoint similarities of high-level BEV) and response (heads) losses, weights 100 / 40 / 10
+# (xmodal.distill.unidistill.UNIDISTILL_WEIGHTS["camera_from_lidar"], from the official configs).
+# Train the teacher first: python tools/train.py configs/bev/lidar_nuscenes.py
+_base_ = ["./camera_nuscenes.py"]
+where = dict(bev_range={{_base_.grid.point_cloud_range}}, cell_size={{_base_.grid.cell_size}}, stride=1)
+model = dict(
+    _delete_=True,
+    type="Distiller",
+    student={{_base_.camera_model}},
+    # checkpoint: a file, or a work dir (its best_*.pth is used)
+    teachers=dict(t_lidar=dict(config="configs/bev/lidar_nuscenes.py", checkpoint="work_dirs/lidar_nuscenes")),
+    losses=[
+        dict(type="UniDistillFeatureLoss", name="feature", weight=100.0, student="bev_low", teacher="t_lidar.bev_low",
+             inputs=dict(gt_boxes="batch.gt_boxes"), **where),
+        dict(type="UniDistillRelationLoss", name="relation", weight=40.0, student="bev_high", teacher="t_lidar.bev_high",
+             inputs=dict(gt_boxes="batch.gt_boxes"), **where),
+        dict(type="UniDistillResponseLoss", name="response", weight=10.0, student="heatmap", teacher="t_lidar.heatmap",
+             inputs=dict(gt_boxes="batch.gt_boxes", student_regression="student.regression",
+                         teacher_regression="t_lidar.regression"), **where),
+    ],
+    task_loss_weight=1.0,
+)
+custom_hooks = [dict(type="RNGStateHook"), dict(type="StudentExportHook")]

@@ -1,0 +1,25 @@
+# UniDistill lidar <- camera on synthetic-scenes: the lidar BEV detector learns from the
+# trained camera detector at the 9 keypoints of every GT box: feature (low-level BEV), relation (9 x 9
+# keypoint similarities of high-level BEV) and response (heads) losses, weights 10 / 5 / 1
+# (xmodal.distill.unidistill.UNIDISTILL_WEIGHTS["lidar_from_camera"], from the official configs).
+# Train the teacher first: python tools/train.py configs/bev/camera_synthetic.py
+_base_ = ["./lidar_synthetic.py"]
+where = dict(bev_range={{_base_.grid.point_cloud_range}}, cell_size={{_base_.grid.cell_size}}, stride=1)
+model = dict(
+    _delete_=True,
+    type="Distiller",
+    student={{_base_.lidar_model}},
+    # checkpoint: a file, or a work dir (its best_*.pth is used)
+    teachers=dict(t_camera=dict(config="configs/bev/camera_synthetic.py", checkpoint="work_dirs/camera_synthetic")),
+    losses=[
+        dict(type="UniDistillFeatureLoss", name="feature", weight=10.0, student="bev_low", teacher="t_camera.bev_low",
+             inputs=dict(gt_boxes="batch.gt_boxes"), **where),
+        dict(type="UniDistillRelationLoss", name="relation", weight=5.0, student="bev_high", teacher="t_camera.bev_high",
+             inputs=dict(gt_boxes="batch.gt_boxes"), **where),
+        dict(type="UniDistillResponseLoss", name="response", weight=1.0, student="heatmap", teacher="t_camera.heatmap",
+             inputs=dict(gt_boxes="batch.gt_boxes", student_regression="student.regression",
+                         teacher_regression="t_camera.regression"), **where),
+    ],
+    task_loss_weight=1.0,
+)
+custom_hooks = [dict(type="RNGStateHook"), dict(type="StudentExportHook")]
