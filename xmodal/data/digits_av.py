@@ -12,20 +12,18 @@ cached (``$XMODAL_DATA`` or ``~/.cache/xmodal``) with a SHA-256 of each array in
 
 from __future__ import annotations
 
-import contextlib
 import dataclasses
-import fcntl
 import hashlib
 import json
 import os
 import shutil
 import tempfile
-from collections.abc import Iterator
 from pathlib import Path
 
 import numpy as np
 import torch
 
+from xmodal.data.cache import cached_build
 from xmodal.data.paired import PairedDataset
 from xmodal.data.writer import sha256_of
 from xmodal.registry import DATASETS
@@ -53,10 +51,6 @@ class DigitsAVSpec:
     def key(self) -> str:
         blob = json.dumps(dataclasses.asdict(self), sort_keys=True).encode()
         return f"v{FORMAT_VERSION}-{hashlib.sha256(blob).hexdigest()[:10]}"
-
-
-def default_data_home() -> Path:
-    return Path(os.environ.get("XMODAL_DATA", Path.home() / ".cache" / "xmodal")).expanduser()
 
 
 def _images(raw: np.ndarray, spec: DigitsAVSpec, rng: np.random.Generator) -> np.ndarray:
@@ -176,17 +170,6 @@ def _write(out: Path, spec: DigitsAVSpec) -> None:
     (out / "meta.json").write_text(json.dumps(meta, indent=1))
 
 
-@contextlib.contextmanager
-def _locked(path: Path) -> Iterator[None]:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    with open(path, "w") as fh:
-        fcntl.flock(fh, fcntl.LOCK_EX)  # several processes (DDP ranks, tests) may ask at once
-        try:
-            yield
-        finally:
-            fcntl.flock(fh, fcntl.LOCK_UN)
-
-
 def build_digits_av(root: str | Path | None = None, spec: DigitsAVSpec | None = None, force: bool = False) -> Path:
     """Build digits-av (or reuse the cached build) and return its directory.
 
@@ -194,12 +177,9 @@ def build_digits_av(root: str | Path | None = None, spec: DigitsAVSpec | None = 
     only when complete, so an interrupted build leaves nothing half-written.
     """
     spec = spec or DigitsAVSpec()
-    base = Path(root).expanduser() if root is not None else default_data_home() / "digits_av"
-    target = base / spec.key()
-    with _locked(base / f".{spec.key()}.lock"):
-        if (target / "meta.json").is_file() and not force:
-            return target
-        tmp = Path(tempfile.mkdtemp(prefix=f".{spec.key()}-", dir=base))
+
+    def write(target: Path) -> None:
+        tmp = Path(tempfile.mkdtemp(prefix=f".{target.name}-", dir=target.parent))
         try:
             _write(tmp, spec)
             if target.exists():
@@ -207,7 +187,8 @@ def build_digits_av(root: str | Path | None = None, spec: DigitsAVSpec | None = 
             os.replace(tmp, target)
         finally:
             shutil.rmtree(tmp, ignore_errors=True)
-    return target
+
+    return cached_build("digits_av", spec.key(), write, root, force)
 
 
 @DATASETS.register_module()

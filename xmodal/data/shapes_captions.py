@@ -27,7 +27,7 @@ from pathlib import Path
 import numpy as np
 from PIL import Image, ImageDraw
 
-from xmodal.data.digits_av import _locked, default_data_home
+from xmodal.data.cache import cached_build
 from xmodal.data.retrieval import RetrievalDataset, write_retrieval_dataset
 from xmodal.registry import DATASETS
 from xmodal.version import __version__
@@ -179,13 +179,7 @@ def build_shapes_captions(root: str | Path | None = None, spec: ShapesCaptionsSp
                           force: bool = False) -> Path:
     """Build shapes-captions (or reuse the cached build) and return its directory."""
     spec = spec or ShapesCaptionsSpec()
-    base = Path(root).expanduser() if root is not None else default_data_home() / "shapes_captions"
-    target = base / spec.key()
-    with _locked(base / f".{spec.key()}.lock"):
-        if (target / "meta.json").is_file() and not force:
-            return target
-        _write(target, spec)
-    return target
+    return cached_build("shapes_captions", spec.key(), lambda target: _write(target, spec), root, force)
 
 
 @DATASETS.register_module()

@@ -40,8 +40,8 @@ from pathlib import Path
 import numpy as np
 from PIL import Image, ImageDraw
 
+from xmodal.data.cache import cached_build
 from xmodal.data.detection import DetectionDataset, box_corners, write_detection_dataset
-from xmodal.data.digits_av import _locked, default_data_home
 from xmodal.registry import DATASETS
 from xmodal.version import __version__
 
@@ -303,13 +303,7 @@ def build_synthetic_scenes(spec: SyntheticScenesSpec | None = None, root: str | 
                            force: bool = False) -> Path:
     """Build synthetic-scenes (or reuse the cached build) and return its directory."""
     spec = spec or SyntheticScenesSpec()
-    base = Path(root).expanduser() if root is not None else default_data_home() / "synthetic_scenes"
-    target = base / spec.key()
-    with _locked(base / f".{spec.key()}.lock"):
-        if (target / "meta.json").is_file() and not force:
-            return target
-        _write(target, spec)
-    return target
+    return cached_build("synthetic_scenes", spec.key(), lambda target: _write(target, spec), root, force)
 
 
 @DATASETS.register_module()
