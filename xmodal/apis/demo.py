@@ -141,13 +141,14 @@ def _train_and_test_staged(run: DemoRun, cfg: Config, progress, task_id, seed: i
     return _row(run, metrics, seconds, best, histories[len(cfg.stages)].history, seed)
 
 
-def aggregate(results: list[dict]) -> list[dict]:
-    """Mean and sample standard deviation over seeds, per method, in run order."""
+def aggregate(results: list[dict], keys: tuple[str, ...] = ("test_acc", "test_f1", "test_kappa", "train_seconds")
+              ) -> list[dict]:
+    """Mean and sample standard deviation of ``keys`` over seeds, per method, in run order."""
     rows = []
     for method in dict.fromkeys(r["method"] for r in results):
         runs = [r for r in results if r["method"] == method]
-        row = {"method": method, "modalities": runs[0]["modalities"], "seeds": [r["seed"] for r in runs]}
-        for key in ("test_acc", "test_f1", "test_kappa", "train_seconds"):
+        row = {"method": method, "modalities": runs[0].get("modalities", []), "seeds": [r["seed"] for r in runs]}
+        for key in keys:
             values = np.array([r[key] for r in runs], dtype=float)
             row[f"{key}_mean"] = float(values.mean())
             row[f"{key}_std"] = float(values.std(ddof=1)) if len(values) > 1 else 0.0

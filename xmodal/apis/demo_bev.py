@@ -19,6 +19,7 @@ import numpy as np
 import torch
 from mmengine.runner import Runner
 
+from xmodal.apis import demo
 from xmodal.apis.config import load_config, set_max_epochs
 from xmodal.apis.demo import CONFIG_DIR, DemoRun, _needed, _quiet, run_all
 from xmodal.engine.checkpoint import atomic_write_bytes, load_weights, resolve_checkpoint
@@ -118,16 +119,7 @@ def plot_scenes(results: list[dict], path: Path) -> None:
 
 
 def aggregate(results: list[dict]) -> list[dict]:
-    rows = []
-    for method in dict.fromkeys(r["method"] for r in results):
-        runs = [r for r in results if r["method"] == method]
-        row = {"method": method, "modalities": runs[0]["modalities"], "seeds": [r["seed"] for r in runs]}
-        for key in [*KEYS, "train_seconds"]:
-            values = np.array([r[key] for r in runs], dtype=float)
-            row[f"{key}_mean"] = float(values.mean())
-            row[f"{key}_std"] = float(values.std(ddof=1)) if len(values) > 1 else 0.0
-        rows.append(row)
-    return rows
+    return demo.aggregate(results, (*KEYS, "train_seconds"))
 
 
 def print_table(console, rows: list[dict]) -> None:

@@ -36,7 +36,7 @@ import json
 import os
 import re
 import shutil
-from collections.abc import Iterable, Iterator, Mapping, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from pathlib import Path
 
 import numpy as np
@@ -47,6 +47,7 @@ from torch.utils.data import Dataset
 from xmodal.data.errors import DatasetFormatError
 from xmodal.data.paired import read_json
 from xmodal.data.retrieval import _is_relative, _parse_lines, _place
+from xmodal.data.splits import split_problems
 from xmodal.data.writer import DatasetStream, sha256_of
 from xmodal.registry import DATASETS
 
@@ -208,28 +209,6 @@ def _parse_optional(row: Mapping, num_boxes: int) -> dict:
     return info
 
 
-def split_problems(splits: Mapping[str, object], num_samples: int) -> Iterator[tuple[str, str]]:
-    """Yield ``(split, problem)`` for each rule of the format a ``splits.json`` object breaks: every
-    split a non-empty list of sample ids in range, no sample twice (within or across splits)."""
-    owner: dict[int, str] = {}
-    for name, ids in splits.items():
-        if not isinstance(ids, list) or not all(_is_int(i) for i in ids):
-            yield name, "expected a list of integer sample ids"
-            continue
-        if not ids:
-            yield name, "split is empty"
-            continue
-        for position, sample in enumerate(ids):
-            if not 0 <= sample < num_samples:
-                yield name, f"sample id {sample} at position {position} is outside [0, {num_samples - 1}]"
-                break
-            if sample in owner:
-                where = "twice in this split" if owner[sample] == name else f"also in split {owner[sample]!r}"
-                yield name, f"sample id {sample} at position {position} is {where}; splits must not overlap"
-                break
-            owner[sample] = name
-
-
 def check_point_file_size(path: Path, point_dims: int) -> int:
     """The number of points of a float32 point file; its size must be a multiple of a row's bytes."""
     size = path.stat().st_size
@@ -352,7 +331,7 @@ def write_detection_dataset(out: str | Path, samples: Iterable[Mapping], splits:
         splits = {str(k): [int(i) if _is_int(i) else i for i in v] for k, v in splits.items()}
         if not splits:
             raise ValueError(f"{name}: splits: no split given")
-        for split, problem in split_problems(splits, count):
+        for split, problem in split_problems(splits, count, "sample"):
             raise ValueError(f"{name}: splits: {split}: {problem}")
         (tmp / "splits.json").write_text(json.dumps(splits))
         meta = {
@@ -576,7 +555,7 @@ class DetectionDataset(Dataset):
         splits = read_json(path)
         if self.split not in splits:
             raise DatasetFormatError(path, self.split, f"split missing; the file has {sorted(splits)}")
-        for split, problem in split_problems(splits, len(self.samples)):
+        for split, problem in split_problems(splits, len(self.samples), "sample"):
             raise DatasetFormatError(path, split, problem)
         return np.asarray(splits[self.split], dtype=np.int64)
 

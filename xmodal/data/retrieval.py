@@ -20,7 +20,7 @@ import hashlib
 import json
 import os
 import shutil
-from collections.abc import Iterable, Iterator, Mapping, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from pathlib import Path, PurePosixPath
 
 import numpy as np
@@ -29,6 +29,7 @@ from torch.utils.data import Dataset
 
 from xmodal.data.errors import DatasetFormatError
 from xmodal.data.paired import read_json
+from xmodal.data.splits import split_problems
 from xmodal.data.writer import DatasetStream, sha256_of
 from xmodal.registry import DATASETS
 
@@ -59,30 +60,8 @@ def _is_relative(name: object) -> bool:
             and all(part not in ("", ".", "..") for part in name.split("/")))
 
 
-def split_problems(splits: Mapping[str, object], num_images: int, captioned: np.ndarray) -> Iterator[tuple[str, str]]:
-    """Yield ``(split, problem)`` for each rule of the format a ``splits.json`` object breaks: every
-    split a non-empty list of image ids in range, no image twice (within or across splits), and every
-    image of a split with at least one caption (``captioned[i]``: image i has one)."""
-    owner: dict[int, str] = {}
-    for name, ids in splits.items():
-        if not isinstance(ids, list) or not all(_is_int(i) for i in ids):
-            yield name, "expected a list of integer image ids"
-            continue
-        if not ids:
-            yield name, "split is empty"
-            continue
-        for position, image in enumerate(ids):
-            if not 0 <= image < num_images:
-                yield name, f"image id {image} at position {position} is outside [0, {num_images - 1}]"
-                break
-            if image in owner:
-                where = "twice in this split" if owner[image] == name else f"also in split {owner[image]!r}"
-                yield name, f"image id {image} at position {position} is {where}; splits must not overlap"
-                break
-            if not captioned[image]:
-                yield name, f"image id {image} at position {position} has no caption in text.jsonl"
-                break
-            owner[image] = name
+def _caption_check(captioned: np.ndarray):
+    return lambda image: None if captioned[image] else "has no caption in text.jsonl"
 
 
 # -- writing ----------------------------------------------------------------------------------------
@@ -121,7 +100,7 @@ def write_retrieval_dataset(out: str | Path, images: Iterable[tuple[str, str | P
         captioned = np.zeros(len(images), dtype=bool)
         captioned[[image for image, _ in rows]] = True
         splits = {str(k): [_as_int(i) for i in v] for k, v in splits.items()}
-        for split, problem in split_problems(splits, len(images), captioned):
+        for split, problem in split_problems(splits, len(images), "image", _caption_check(captioned)):
             raise ValueError(f"{name}: splits: {split}: {problem}")
 
         folder = stream.tmp / IMAGE_DIR
@@ -343,7 +322,7 @@ class RetrievalDataset(Dataset):
             raise DatasetFormatError(path, self.split, f"split missing; the file has {sorted(splits)}")
         captioned = np.zeros(len(self.files), dtype=bool)
         captioned[self.caption_image] = True
-        for split, problem in split_problems(splits, len(self.files), captioned):
+        for split, problem in split_problems(splits, len(self.files), "image", _caption_check(captioned)):
             raise DatasetFormatError(path, split, problem)
         return np.asarray(splits[self.split], dtype=np.int64)
 
