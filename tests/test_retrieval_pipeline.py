@@ -3,6 +3,8 @@ encoder and a CPRD student through the configs, tools/eval_retrieval.py against 
 metric and against the xmodal-retrieval CLI on the saved embeddings."""
 
 import json
+import subprocess
+import sys
 
 import numpy as np
 import pytest
@@ -82,6 +84,14 @@ def test_train_distil_and_evaluate(tmp_path):
                                       json_out=str(tmp_path / "m.json"))
     assert metrics == pytest.approx(tested, abs=1e-6)
     assert json.loads((tmp_path / "m.json").read_text())["metrics"] == metrics
+    # as a user runs it: a fresh process (no registry scope set up by an earlier Runner)
+    result = subprocess.run([sys.executable, "tools/eval_retrieval.py", "configs/retrieval/student_shapes.py",
+                             str(teacher_dir), "--json", str(tmp_path / "cli_m.json"), "--cfg-options",
+                             "test_dataloader.dataset.num_images=60",
+                             "test_dataloader.dataset.split_fractions=[0.5,0.25,0.25]"],
+                            cwd=REPO, capture_output=True, text=True, timeout=300)
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert json.loads((tmp_path / "cli_m.json").read_text())["metrics"] == pytest.approx(metrics, abs=1e-6)
     # and the CLI on the saved embeddings agrees for text -> image
     retrieval_cli.main(["--queries", str(emb / "captions.npy"), "--gallery", str(emb / "images.npy"),
                         "--pairs", str(emb / "pairs.csv"), "--json", str(tmp_path / "cli.json")])

@@ -19,6 +19,7 @@ from pathlib import Path
 import numpy as np
 import torch
 from mmengine.config import DictAction
+from mmengine.registry import init_default_scope
 from mmengine.runner import Runner
 
 import xmodal.engine  # noqa: F401  (trusted checkpoint loading)
@@ -89,6 +90,7 @@ def evaluate(config: str, checkpoint: str, split: str = "test", ks=(1, 5, 10), i
              gpu: bool = False, device: str = "cpu", batch_size: int | None = None, json_out: str | None = None,
              save_embeddings: str | None = None, cfg_options: dict | None = None) -> dict:
     cfg = load_config(config, cfg_options)
+    init_default_scope(cfg.get("default_scope", "xmodal"))  # the dataloader is built without a Runner
     loader_cfg = cfg.get(f"{split}_dataloader")
     if loader_cfg is None:
         raise KeyError(f"{config}: no '{split}_dataloader' in the config")
