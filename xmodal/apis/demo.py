@@ -104,9 +104,17 @@ def _row(run: DemoRun, metrics: dict, seconds: float, best: Path, history: list[
     }
 
 
-def train_and_test(run: DemoRun, cfg: Config, progress, task_id, seed: int) -> dict:
-    if is_staged(cfg):
-        return _train_and_test_staged(run, cfg, progress, task_id, seed)
+@dataclasses.dataclass
+class TrainedRun:
+    runner: Runner
+    metrics: dict
+    seconds: float
+    best: Path
+    history: list[dict]
+
+
+def train_best_and_test(cfg: Config, progress, task_id) -> TrainedRun:
+    """Train one config with a progress bar, load its best (validation-chosen) checkpoint, test it."""
     history = EpochHistoryHook()
     runner = Runner.from_cfg(cfg)
     runner.register_hook(history)
@@ -116,9 +124,15 @@ def train_and_test(run: DemoRun, cfg: Config, progress, task_id, seed: int) -> d
     seconds = time.perf_counter() - start
     best = resolve_checkpoint(cfg.work_dir)
     load_weights(unwrap(runner.model), best)
-    metrics = runner.test()
-    progress.update(task_id, status=f"test acc {metrics['accuracy']:.3f}")
-    return _row(run, metrics, seconds, best, history.history, seed)
+    return TrainedRun(runner, runner.test(), seconds, best, history.history)
+
+
+def train_and_test(run: DemoRun, cfg: Config, progress, task_id, seed: int) -> dict:
+    if is_staged(cfg):
+        return _train_and_test_staged(run, cfg, progress, task_id, seed)
+    done = train_best_and_test(cfg, progress, task_id)
+    progress.update(task_id, status=f"test acc {done.metrics['accuracy']:.3f}")
+    return _row(run, done.metrics, done.seconds, done.best, done.history, seed)
 
 
 def _train_and_test_staged(run: DemoRun, cfg: Config, progress, task_id, seed: int) -> dict:

@@ -12,18 +12,16 @@ from __future__ import annotations
 import io
 import json
 import logging
-import time
 from pathlib import Path
 
 import numpy as np
 import torch
-from mmengine.runner import Runner
 
 from xmodal.apis import demo
 from xmodal.apis.config import load_config, set_max_epochs
 from xmodal.apis.demo import CONFIG_DIR, DemoRun, _needed, _quiet, run_all
-from xmodal.engine.checkpoint import atomic_write_bytes, load_weights, resolve_checkpoint
-from xmodal.engine.hooks import EpochHistoryHook, ProgressBarHook, unwrap
+from xmodal.engine.checkpoint import atomic_write_bytes
+from xmodal.engine.hooks import unwrap
 
 RUNS = [
     DemoRun("teacher_lidar", "bev/lidar_synthetic.py", ["lidar"]),
@@ -47,23 +45,15 @@ def _config(run: DemoRun, out: Path, seed: int, epochs: int, work_dirs: dict[str
 
 
 def train_and_test(run: DemoRun, cfg, progress, task_id, seed: int) -> dict:
-    history = EpochHistoryHook()
-    runner = Runner.from_cfg(cfg)
-    runner.register_hook(history)
-    runner.register_hook(ProgressBarHook(progress, task_id))
-    start = time.perf_counter()
-    runner.train()
-    seconds = time.perf_counter() - start
-    best = resolve_checkpoint(cfg.work_dir)
-    load_weights(unwrap(runner.model), best)
-    metrics = runner.test()
+    done = demo.train_best_and_test(cfg, progress, task_id)
+    metrics = done.metrics
     progress.update(task_id, status=f"test NDS {metrics['NDS']:.3f}")
-    model = unwrap(runner.model)
+    model = unwrap(done.runner.model)
     return {"method": run.method, "modalities": run.modalities, "seed": seed,
             **{k: float(metrics[k]) for k in KEYS},
             **{k: float(v) for k, v in metrics.items() if k.endswith("_AP")},
-            "train_seconds": round(seconds, 2), "best_checkpoint": str(best), "history": history.history,
-            "scene": _first_scene(getattr(model, "student", model), runner.test_dataloader)}
+            "train_seconds": round(done.seconds, 2), "best_checkpoint": str(done.best), "history": done.history,
+            "scene": _first_scene(getattr(model, "student", model), done.runner.test_dataloader)}
 
 
 @torch.no_grad()

@@ -10,16 +10,12 @@ from __future__ import annotations
 
 import json
 import logging
-import time
 from pathlib import Path
-
-from mmengine.runner import Runner
 
 from xmodal.apis import demo
 from xmodal.apis.config import load_config, set_max_epochs
 from xmodal.apis.demo import CONFIG_DIR, DemoRun, _needed, _quiet, run_all
-from xmodal.engine.checkpoint import atomic_write_bytes, load_weights, resolve_checkpoint
-from xmodal.engine.hooks import EpochHistoryHook, ProgressBarHook, unwrap
+from xmodal.engine.checkpoint import atomic_write_bytes
 
 RUNS = [
     DemoRun("teacher_base_clip", "retrieval/teacher_shapes.py", ["image", "text"]),
@@ -41,19 +37,10 @@ def _config(run: DemoRun, out: Path, seed: int, epochs: int, work_dirs: dict[str
 
 
 def train_and_test(run: DemoRun, cfg, progress, task_id, seed: int) -> dict:
-    history = EpochHistoryHook()
-    runner = Runner.from_cfg(cfg)
-    runner.register_hook(history)
-    runner.register_hook(ProgressBarHook(progress, task_id))
-    start = time.perf_counter()
-    runner.train()
-    seconds = time.perf_counter() - start
-    best = resolve_checkpoint(cfg.work_dir)
-    load_weights(unwrap(runner.model), best)
-    metrics = runner.test()
-    progress.update(task_id, status=f"test mean R {metrics['mean_recall']:.3f}")
-    return {"method": run.method, "seed": seed, **{k: float(metrics[k]) for k in KEYS},
-            "train_seconds": round(seconds, 2), "best_checkpoint": str(best), "history": history.history}
+    done = demo.train_best_and_test(cfg, progress, task_id)
+    progress.update(task_id, status=f"test mean R {done.metrics['mean_recall']:.3f}")
+    return {"method": run.method, "seed": seed, **{k: float(done.metrics[k]) for k in KEYS},
+            "train_seconds": round(done.seconds, 2), "best_checkpoint": str(done.best), "history": done.history}
 
 
 def aggregate(results: list[dict]) -> list[dict]:
