@@ -70,8 +70,8 @@ class InterruptAfterEpoch(Hook):
     def __init__(self, epoch: int) -> None:
         self.epoch = epoch
 
-    def after_train_epoch(self, runner) -> None:
-        if runner.epoch + 1 == self.epoch:
+    def after_val_epoch(self, runner, metrics=None) -> None:  # xmodal writes an epoch's checkpoint after its validation
+        if runner.epoch == self.epoch:
             raise _Interrupt
 
 

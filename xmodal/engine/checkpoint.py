@@ -5,16 +5,22 @@
   previous file, never half of a new one.
 * Every checkpoint xmodal or mmengine loads from a local path goes through
   :func:`load_checkpoint_file`: ``torch.load(weights_only=True)`` with an explicit allow-list of
-  the few non-tensor classes mmengine stores. A pickle that would run code is refused.
+  the few non-tensor classes mmengine stores. A pickle that would run code is refused; a truncated
+  or corrupt file is a :class:`CheckpointError` naming it.
+* ``*.safetensors`` files hold weights only (no pickle at all): they load as ``{"state_dict": ...}``
+  (plus ``"meta"`` when xmodal wrote one) wherever a checkpoint is accepted, and
+  :func:`save_checkpoint_file` writes one when the path ends with ``.safetensors``.
 """
 
 from __future__ import annotations
 
 import difflib
+import io
+import json
 import os
 import pickle
+import re
 import tempfile
-import zipfile
 from pathlib import Path
 
 import numpy as np
@@ -54,28 +60,98 @@ def _history_buffer_state(self: HistoryBuffer) -> dict:
 HistoryBuffer.__getstate__ = _history_buffer_state
 
 
+SAFETENSORS_SUFFIX = ".safetensors"
+_META_KEY = "xmodal_meta"  # safetensors metadata entry holding the checkpoint's JSON "meta"
+
+
 def load_checkpoint_file(path: str | os.PathLike, map_location: str | torch.device | None = "cpu") -> dict:
-    """Load a checkpoint with ``weights_only=True`` and xmodal's allow-list; clear errors otherwise."""
+    """Load a checkpoint with ``weights_only=True`` and xmodal's allow-list; clear errors otherwise.
+
+    ``*.safetensors`` files are read with safetensors (no unpickling) and returned as
+    ``{"state_dict": tensors}``, with ``"meta"`` when :func:`save_checkpoint_file` stored one."""
     path = Path(path).expanduser()
     if not path.is_file():
         raise CheckpointError(f"{path}: checkpoint file not found")
+    if path.suffix == SAFETENSORS_SUFFIX:
+        return _load_safetensors(path, map_location)
     try:
         with torch.serialization.safe_globals(SAFE_GLOBALS):
             return torch.load(path, map_location=map_location, weights_only=True)
     except pickle.UnpicklingError as err:
-        first = str(err).strip().splitlines()[0]
+        blocked = re.search(r"GLOBAL ([\w.]+)", str(err))
+        if blocked is None:  # the weights-only unpickler met bytes that are no pickle opcode: damage, not a threat
+            raise CheckpointError(f"{path}: not a readable PyTorch checkpoint (truncated or corrupt?): "
+                                  f"{_unpickler_reason(err)}") from None
         raise CheckpointError(
-            f"{path}: refused to load: the file holds objects outside xmodal's allow-list of safe types "
-            f"({first}). Only load checkpoints you trust; nothing from it was executed."
+            f"{path}: refused to load: the file asks for '{blocked.group(1)}', which is not on xmodal's allow-list "
+            "of safe types (tensors, plain containers, NumPy arrays, mmengine's HistoryBuffer). Nothing from it was "
+            "executed. If you trust the file, load it yourself and save its state dict (torch.save or .safetensors)."
         ) from None
-    except (RuntimeError, EOFError, zipfile.BadZipFile, OSError, ValueError) as err:
-        raise CheckpointError(f"{path}: not a readable PyTorch checkpoint (truncated or corrupt?): {err}") from None
+    except Exception as err:  # noqa: BLE001 - with weights_only=True nothing ran: any failure means a damaged file
+        raise CheckpointError(f"{path}: not a readable PyTorch checkpoint (truncated or corrupt?): "
+                              f"{_first_sentence(err)}") from None
+
+
+def _first_sentence(err: Exception) -> str:
+    text = str(err).strip().splitlines()[0] if str(err).strip() else ""
+    if len(text) > 120 and ". " in text:  # torch appends paragraphs of advice to zip errors
+        text = text[:text.index(". ") + 1]
+    return f"{type(err).__name__}: {text}" if text else type(err).__name__
+
+
+def _unpickler_reason(err: Exception) -> str:
+    """torch wraps the unpickler's complaint ("Unsupported operand 216") in paragraphs of advice."""
+    lines = (line.strip() for line in str(err).splitlines())
+    return next((line for line in lines if line.startswith("Unsupported")), "not a valid pickle stream")
+
+
+class WeightsOnlyCheckpoint(dict):
+    """What a ``.safetensors`` file loads as: asking it for more than weights (``--resume`` wants
+    ``meta`` and the optimizer) names the file and the way out instead of a bare ``KeyError``."""
+
+    def __init__(self, path: Path, **items) -> None:
+        super().__init__(**items)
+        self.path = path
+
+    def __missing__(self, key):
+        raise CheckpointError(f"{self.path}: a .safetensors file holds weights only, not '{key}': resuming a run "
+                              "needs its full .pth checkpoint; to start from these weights use load_from")
+
+
+def _load_safetensors(path: Path, map_location) -> dict:
+    try:
+        from safetensors import safe_open
+    except ImportError as err:
+        raise CheckpointError(f"{path}: reading .safetensors needs the safetensors package: "
+                              "pip install safetensors") from err
+    try:
+        with safe_open(str(path), framework="pt", device="cpu") as fh:
+            state = {key: fh.get_tensor(key) for key in fh.keys()}
+            metadata = fh.metadata() or {}
+    except Exception as err:  # noqa: BLE001 - safetensors never executes code: any failure means a damaged file
+        reason = str(err).strip() or type(err).__name__
+        raise CheckpointError(f"{path}: not a readable safetensors file (truncated or corrupt?): {reason}") from None
+    if isinstance(map_location, (str, torch.device)) and str(map_location) != "cpu":
+        state = {key: value.to(map_location) for key, value in state.items()}
+    checkpoint: dict = WeightsOnlyCheckpoint(path, state_dict=state)
+    if _META_KEY in metadata:
+        try:
+            checkpoint["meta"] = json.loads(metadata[_META_KEY])
+        except json.JSONDecodeError:
+            raise CheckpointError(f"{path}: metadata '{_META_KEY}' is not valid JSON") from None
+    return checkpoint
 
 
 @CheckpointLoader.register_scheme(prefixes="", force=True)
 def _mmengine_local_loader(filename: str, map_location=None) -> dict:
     """mmengine's loader for local paths (``load_from``, ``--resume``), replaced by the trusted one."""
     return load_checkpoint_file(filename, map_location=map_location)
+
+
+def _umask() -> int:
+    mask = os.umask(0)
+    os.umask(mask)
+    return mask
 
 
 def atomic_write_bytes(data: bytes, path: str | os.PathLike) -> None:
@@ -87,6 +163,7 @@ def atomic_write_bytes(data: bytes, path: str | os.PathLike) -> None:
         with os.fdopen(fd, "wb") as fh:
             fh.write(data)
             fh.flush()
+            os.fchmod(fh.fileno(), 0o666 & ~_umask())  # mkstemp's 0600 -> what open() would have given
             os.fsync(fh.fileno())
         os.replace(tmp, path)
     except BaseException:
@@ -99,12 +176,49 @@ def atomic_write_bytes(data: bytes, path: str | os.PathLike) -> None:
         os.close(dir_fd)
 
 
-def save_checkpoint_file(obj: dict, path: str | os.PathLike) -> None:
-    import io
+TEMP_GLOB = ".*.tmp"  # what atomic_write_bytes names its temp files: .<name>.<random>.tmp
 
+
+def remove_stale_temp_files(directory: str | os.PathLike) -> list[Path]:
+    """Delete the temp files that writes killed before their rename left in ``directory``; they are
+    never read (a finished write renames its temp file), so a resumed run clears them."""
+    directory = Path(directory)
+    stale = [p for p in directory.glob(TEMP_GLOB) if p.is_file()] if directory.is_dir() else []
+    for path in stale:
+        path.unlink(missing_ok=True)
+    return stale
+
+
+def save_checkpoint_file(obj: dict, path: str | os.PathLike) -> None:
+    """Write a checkpoint atomically: ``torch.save`` format, or safetensors when ``path`` ends with
+    ``.safetensors`` (then ``obj`` is ``{"state_dict": tensors}`` with an optional JSON-able ``"meta"``)."""
+    if Path(path).suffix == SAFETENSORS_SUFFIX:
+        atomic_write_bytes(_safetensors_bytes(obj, path), path)
+        return
+    if isinstance(obj, WeightsOnlyCheckpoint):  # pickled as a plain dict: the trusted loader knows no subclass
+        obj = dict(obj)
     buffer = io.BytesIO()
     torch.save(obj, buffer)
     atomic_write_bytes(buffer.getvalue(), path)
+
+
+def _safetensors_bytes(obj: dict, path: str | os.PathLike) -> bytes:
+    from safetensors.torch import save
+
+    extra = sorted(set(obj) - {"state_dict", "meta"}) if isinstance(obj, dict) else []
+    if extra:  # optimizer states, message hubs: safetensors holds tensors only
+        raise CheckpointError(f"{path}: a .safetensors file holds weights only; cannot store {extra} "
+                              "(save a full training checkpoint as .pth)")
+    state = state_dict_of(obj)
+    # clone: safetensors refuses tensors sharing storage (tied weights) and needs them contiguous
+    tensors = {key: value.detach().cpu().contiguous().clone() for key, value in state.items()}
+    metadata = {"format": "pt"}
+    if obj.get("meta") is not None:
+        try:
+            metadata[_META_KEY] = json.dumps(obj["meta"])
+        except TypeError as err:
+            raise CheckpointError(f"{path}: 'meta' must be JSON-serialisable for .safetensors ({err})") from None
+    return save(tensors, metadata=metadata)
 
 
 class AtomicLocalBackend(LocalBackend):

@@ -1,4 +1,5 @@
-"""Runner hooks: RNG state in checkpoints, student-only export, a compact progress display."""
+"""Runner hooks: RNG state in checkpoints, student-only export, a compact progress display, and
+:func:`add_default_hooks` (what every ``tools/train.py`` run gets)."""
 
 from __future__ import annotations
 
@@ -10,7 +11,9 @@ import torch
 from mmengine.hooks import Hook
 from mmengine.model import is_model_wrapper
 
+import xmodal.engine.checkpoint_hook  # noqa: F401  (registers xmodal's CheckpointHook)
 from xmodal.engine.checkpoint import load_checkpoint_file, save_checkpoint_file
+from xmodal.engine.nan_guard import NonFiniteLossGuard
 from xmodal.registry import HOOKS
 
 
@@ -28,6 +31,8 @@ class RNGStateHook(Hook):
             "numpy": [np_state[0], torch.from_numpy(np_state[1].copy()), *np_state[2:]],
             "python": random.getstate(),
         }
+        if torch.cuda.is_available() and torch.cuda.is_initialized():  # dropout on a GPU draws from its own RNG
+            checkpoint["rng_state"]["cuda"] = torch.cuda.get_rng_state_all()
 
     def after_load_checkpoint(self, runner, checkpoint: dict) -> None:
         state = checkpoint.get("rng_state")
@@ -38,6 +43,25 @@ class RNGStateHook(Hook):
         np.random.set_state((kind, keys.numpy(), *rest))
         version, internal, gauss = state["python"]
         random.setstate((version, tuple(internal), gauss))
+        cuda = state.get("cuda")
+        if cuda is not None and torch.cuda.is_available() and torch.cuda.device_count() == len(cuda):
+            torch.cuda.set_rng_state_all([s.cpu() for s in cuda])
+
+
+def add_default_hooks(runner, cfg) -> None:
+    """Hooks every training run gets whatever its config lists: :class:`RNGStateHook` (exact resume),
+    the non-finite loss guard (the config's ``nan_guard`` entry) and, for a Distiller with
+    ``teacher_cache``, the hook that builds the cache before training."""
+    from xmodal.distill.distiller_cache import DistillerCacheHook
+
+    if not any(isinstance(hook, RNGStateHook) for hook in runner.hooks):
+        runner.register_hook(RNGStateHook())
+    wants_cache = getattr(unwrap(runner.model), "cache_spec", None) is not None
+    if wants_cache and not any(isinstance(hook, DistillerCacheHook) for hook in runner.hooks):
+        runner.register_hook(DistillerCacheHook())
+    guard = NonFiniteLossGuard.from_config(cfg.get("nan_guard"))
+    if guard is not None and not any(isinstance(hook, NonFiniteLossGuard) for hook in runner.hooks):
+        runner.register_hook(guard)
 
 
 def unwrap(model):
