@@ -39,8 +39,10 @@ import numpy as np
 if __package__ in (None, ""):  # run as a script: make the repository importable
     sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
+from xmodal.apis.errors import cli_errors  # noqa: E402
 from xmodal.data.errors import DatasetFormatError  # noqa: E402
-from xmodal.data.writer import DatasetStream, add_common_arguments, splits_from_args  # noqa: E402
+from xmodal.data.provenance import provenance  # noqa: E402
+from xmodal.data.writer import DatasetStream, add_common_arguments, refuse_existing, splits_from_args  # noqa: E402
 
 NAME = "avmnist"
 SHAPES = {"image": (1, 28, 28), "audio": (1, 112, 112)}
@@ -163,6 +165,7 @@ def _write_modality(stream: DatasetStream, modality: str, parts: list[tuple[Path
 def convert(src: str | Path, out: str | Path, split_group: int = 0, split_file: str | None = None,
             force: bool = False) -> Path:
     """Convert the ``avmnist`` release at ``src`` into an xmodal dataset at ``out``; returns ``out``."""
+    refuse_existing(out, force)
     src = resolve_source(src)
     labels, parts = [], {m: [] for m in SHAPES}
     for part in PARTS:
@@ -191,10 +194,13 @@ def convert(src: str | Path, out: str | Path, split_group: int = 0, split_file: 
                 "source_rows": {"train": [0, n_train], "test": [n_train, len(labels)]},  # [start, end)
                 "split_protocol": f"file {Path(split_file).name}" if split_file else
                 f"MST-Distill official, group_{split_group} (seed 19980427, 60/20/20)",
+                **provenance([src / f"{part}_labels.npy" for part in PARTS] + [split_file],
+                             [path for m in SHAPES for path, _ in parts[m]], root=src),
             },
         )
 
 
+@cli_errors
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description="Convert the AV-MNIST release (avmnist/ folder of .npy arrays) "
                                      "to xmodal's format.")

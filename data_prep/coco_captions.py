@@ -21,8 +21,10 @@ if __package__ in (None, ""):  # run as a script: make the repository importable
     sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from data_prep import karpathy  # noqa: E402
+from xmodal.apis.errors import cli_errors  # noqa: E402
 
 
+@cli_errors
 def main(argv: Sequence[str] | None = None) -> int:
     return karpathy.main(argv, karpathy.COCO, __doc__)
 

@@ -45,12 +45,15 @@ import numpy as np
 if __package__ in (None, ""):  # run as a script: make the repository importable
     sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
+from xmodal.apis.errors import cli_errors  # noqa: E402
 from xmodal.data.errors import DatasetFormatError  # noqa: E402
+from xmodal.data.provenance import provenance  # noqa: E402
 from xmodal.data.writer import (  # noqa: E402
     DatasetExistsError,
     add_common_arguments,
     official_splits,
     read_split_file,
+    refuse_existing,
     write_dataset,
 )
 
@@ -99,14 +102,20 @@ def _as_array(value, path: Path, field: str) -> np.ndarray:
         raise DatasetFormatError(path, field, f"not an array ({err})") from err
 
 
-def read_features_file(path: str | Path, trust_pickle: bool = False) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """``(image N×D_i float32, text N×D_t float32, labels N int64)`` from ``CMMD_data.pth``, checked."""
-    import torch
-
+def resolve_features_file(path: str | Path) -> Path:
+    """The features file itself; a directory finds ``CMMD_data.pth`` in it or in its ``CMMD-V2/``."""
     path = Path(path).expanduser()
     if path.is_dir():
         path = next((p for p in (path / FEATURES_FILE, path / "CMMD-V2" / FEATURES_FILE) if p.is_file()),
                     path / FEATURES_FILE)
+    return path
+
+
+def read_features_file(path: str | Path, trust_pickle: bool = False) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """``(image N×D_i float32, text N×D_t float32, labels N int64)`` from ``CMMD_data.pth``, checked."""
+    import torch
+
+    path = resolve_features_file(path)
     if not path.is_file():
         raise DatasetFormatError(path, "features", f"file not found; expected the official {FEATURES_FILE}")
     try:
@@ -257,18 +266,13 @@ def normalize_tweet(text: str) -> str:
 
 # -- (b) feature extractors ------------------------------------------------------------------------
 def _read_state_dict(path: Path) -> dict:
-    import torch
+    from xmodal.engine.checkpoint import CheckpointError, load_checkpoint_file
 
-    try:
-        if path.suffix == ".safetensors":
-            from safetensors.torch import load_file
-
-            state = load_file(str(path))
-        else:
-            state = torch.load(path, map_location="cpu", weights_only=True)
-    except (pickle.UnpicklingError, RuntimeError, OSError, ValueError) as err:
-        raise DatasetFormatError(path, "image model", f"not a readable state dict ({err}); expected a ResNet-50 "
-                                 "state dict saved with torch.save(model.state_dict()) or safetensors") from err
+    try:  # xmodal's one checkpoint loader: weights_only=True with its allow-list, or safetensors
+        state = load_checkpoint_file(path)
+    except CheckpointError as err:
+        raise DatasetFormatError(path, "image model", f"{str(err).removeprefix(f'{path}: ')}; expected a ResNet-50 "
+                                 "state dict saved with torch.save(model.state_dict()) or safetensors") from None
     for key in ("state_dict", "model"):  # training checkpoints wrap the weights
         if isinstance(state, dict) and isinstance(state.get(key), dict):
             state = state[key]
@@ -365,14 +369,18 @@ def _splits(num: int, splits: dict[str, Sequence[int]] | None, split_group: int)
 
 
 def convert_features(features: str | Path, out: str | Path, splits: dict[str, Sequence[int]] | None = None,
-                     split_group: int = 0, trust_pickle: bool = False, force: bool = False) -> Path:
-    """Mode (a): the official ``CMMD_data.pth`` -> ``out``."""
-    _refuse_existing(out, force)
+                     split_group: int = 0, trust_pickle: bool = False, force: bool = False,
+                     split_file: str | Path | None = None) -> Path:
+    """Mode (a): the official ``CMMD_data.pth`` -> ``out``. ``split_file``: where ``splits`` came from
+    (recorded in ``meta.json``)."""
+    refuse_existing(out, force)
     image, text, labels = read_features_file(features, trust_pickle)
     splits, protocol = _splits(len(labels), splits, split_group)
+    path = resolve_features_file(features)
     return write_dataset(out, {"image": image, "text": text}, labels, CLASSES, NAME, f"{Path(features).name} "
                          "(MST-Distill preprocessed features)", splits,
-                         extra_meta={"split_protocol": protocol, "features": _FEATURE_NOTE}, force=force)
+                         extra_meta={"split_protocol": protocol, "features": _FEATURE_NOTE,
+                                     **provenance([path, split_file], root=path.parent)}, force=force)
 
 
 _FEATURE_NOTE = {"image": "ResNet-50 (ImageNet) global-average-pooled, 224x224 input",
@@ -383,11 +391,12 @@ def convert_raw(src: str | Path, out: str | Path, image_model: str | Path, text_
                 tokenizer: str | Path | None = None, image_arch: str = "resnet50",
                 annotations: str | Path | None = None, label_column: str = "label", skip_unknown_labels: bool = False,
                 device: str | None = None, batch_size: int = 32, splits: dict[str, Sequence[int]] | None = None,
-                split_group: int = 0, force: bool = False) -> Path:
-    """Mode (b): the CrisisMMD v2.0 release at ``src`` + local models -> ``out``."""
+                split_group: int = 0, force: bool = False, split_file: str | Path | None = None) -> Path:
+    """Mode (b): the CrisisMMD v2.0 release at ``src`` + local models -> ``out``. ``split_file``: where
+    ``splits`` came from (recorded in ``meta.json``)."""
     import torch
 
-    _refuse_existing(out, force)
+    refuse_existing(out, force)
     src = Path(src).expanduser()
     if not src.is_dir():
         raise DatasetFormatError(src, "src", "directory not found; expected the CrisisMMD_v2.0 directory")
@@ -404,18 +413,13 @@ def convert_raw(src: str | Path, out: str | Path, image_model: str | Path, text_
                                                   for r in records)
     meta = {"split_protocol": protocol, "features": _FEATURE_NOTE,
             "image_model": f"{image_arch}: {Path(image_model).name}", "text_model": Path(text_model).name,
-            "annotations": [f.name for f in files], "label_column": label_column, "samples": "samples.tsv"}
+            "annotations": [f.name for f in files], "label_column": label_column, "samples": "samples.tsv",
+            **provenance([*files, split_file], root=src)}
     return write_dataset(out, {"image": image, "text": text}, labels, CLASSES, NAME, f"{src.name} (raw release)",
                          splits, extra_meta=meta, extra_files={"samples.tsv": table}, force=force)
 
 
-def _refuse_existing(out: str | Path, force: bool) -> None:
-    """Fail before any slow work when the output exists (write_dataset checks again at the end)."""
-    out = Path(out).expanduser()
-    if out.exists() and any(out.iterdir()) and not force:
-        raise DatasetExistsError(f"{out} already exists and is not empty; pass --force to replace it")
-
-
+@cli_errors
 def main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0],
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -445,7 +449,8 @@ def main(argv: Sequence[str] | None = None) -> int:
             if args.split_file:
                 splits = read_split_file(args.split_file, len(read_features_file(args.features, args.trust_pickle)[2]),
                                          args.split_group)
-            out = convert_features(args.features, args.out, splits, args.split_group, args.trust_pickle, args.force)
+            out = convert_features(args.features, args.out, splits, args.split_group, args.trust_pickle, args.force,
+                                   split_file=args.split_file)
         else:
             if args.split_file:
                 src = Path(args.src).expanduser()
@@ -454,7 +459,7 @@ def main(argv: Sequence[str] | None = None) -> int:
                 splits = read_split_file(args.split_file, num, args.split_group)
             out = convert_raw(args.src, args.out, args.image_model, args.text_model, args.tokenizer, args.image_arch,
                               args.annotations, args.label_column, args.skip_unknown_labels, args.device,
-                              max(1, args.batch_size), splits, args.split_group, args.force)
+                              max(1, args.batch_size), splits, args.split_group, args.force, split_file=args.split_file)
     except (DatasetFormatError, DatasetExistsError, ImportError) as err:
         print(f"error: {err}", file=sys.stderr)
         return 2

@@ -27,8 +27,10 @@ from pathlib import Path
 if __package__ in (None, ""):  # run as a script: make the repository importable
     sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
+from xmodal.apis.errors import cli_errors  # noqa: E402
 from xmodal.data.errors import DatasetFormatError  # noqa: E402
-from xmodal.data.writer import DatasetExistsError, sha256_of  # noqa: E402
+from xmodal.data.provenance import provenance  # noqa: E402
+from xmodal.data.writer import DatasetExistsError, refuse_existing, sha256_of  # noqa: E402
 
 SPLITS = ("train", "val", "test")
 SPLIT_OF = {"train": "train", "restval": "train", "val": "val", "test": "test"}  # Karpathy's -> ours
@@ -139,9 +141,7 @@ def convert(src: str | Path, karpathy: str | Path, out: str | Path, source: Sour
     """Images of ``src`` + Karpathy's split file -> a retrieval dataset at ``out``."""
     from xmodal.data.retrieval import write_retrieval_dataset
 
-    out = Path(out).expanduser()
-    if out.exists() and any(out.iterdir()) and not force:  # before reading a 150 MB json
-        raise DatasetExistsError(f"{out} already exists and is not empty; pass --force to replace it")
+    out = refuse_existing(out, force)  # before reading a 150 MB json
     karpathy = resolve_karpathy(karpathy, source)
     records = read_karpathy(karpathy, source, splits, max_captions)
     paths = image_paths(Path(src).expanduser(), records, karpathy, source)
@@ -152,12 +152,14 @@ def convert(src: str | Path, karpathy: str | Path, out: str | Path, source: Sour
         "split_protocol": "Karpathy & Fei-Fei (CVPR 2015) split file; restval -> train",
         "captions": "sentences[].raw, outer whitespace stripped"
                     + (f", at most {max_captions} per image" if max_captions else ", all of them"),
+        **provenance([karpathy], root=karpathy.parent),
     }
     return write_retrieval_dataset(out, [(r["file"], p) for r, p in zip(records, paths, strict=True)], captions,
                                    split_ids, source.name, f"{src} + {karpathy.name}", force=force,
                                    extra_meta=meta, link=link)
 
 
+@cli_errors
 def main(argv: Sequence[str] | None, source: Source, description: str = __doc__) -> int:
     parser = argparse.ArgumentParser(description=description.split("\n\n")[0],
                                      formatter_class=argparse.RawDescriptionHelpFormatter)

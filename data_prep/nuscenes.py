@@ -60,8 +60,10 @@ import numpy as np
 if __package__ in (None, ""):  # run as a script: make the repository importable
     sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
+from xmodal.apis.errors import cli_errors  # noqa: E402
 from xmodal.data.errors import DatasetFormatError  # noqa: E402
-from xmodal.data.writer import DatasetExistsError, sha256_of  # noqa: E402
+from xmodal.data.provenance import provenance  # noqa: E402
+from xmodal.data.writer import DatasetExistsError, refuse_existing, sha256_of  # noqa: E402
 from xmodal.evaluation.detection import DETECTION_NAMES  # noqa: E402
 
 TABLES = ("sample", "sample_data", "sample_annotation", "calibrated_sensor", "ego_pose", "category", "instance",
@@ -394,9 +396,7 @@ def convert(root: str | Path, out: str | Path, version: str = "v1.0-mini", camer
     """A nuScenes root -> a detection dataset at ``out``; returns it and a summary."""
     from xmodal.data.detection import write_detection_dataset
 
-    out = Path(out).expanduser()
-    if out.exists() and any(out.iterdir()) and not force:  # before reading ~1 GB of tables
-        raise DatasetExistsError(f"{out} already exists and is not empty; pass --force to replace it")
+    out = refuse_existing(out, force)  # before reading ~1 GB of tables
     unknown = [c for c in cameras if c not in CAMERAS]
     if unknown or len(set(cameras)) != len(cameras):
         raise ValueError(f"cameras {list(cameras)}: expected distinct names from {list(CAMERAS)}")
@@ -453,6 +453,8 @@ def convert(root: str | Path, out: str | Path, version: str = "v1.0-mini", camer
                         "rotated into the LiDAR frame; 0 where not estimable (listed in velocity_missing)",
             "stats": stats,
         },
+        # the metadata tables define the samples and boxes; points and images are the data they point at
+        **provenance([tables.folder / f"{name}.json" for name in TABLES] + [split_file, val_scenes], root=tables.root),
     }
     path = write_detection_dataset(out, samples(), split_ids, DETECTION_NAMES, name=f"nuscenes-{version}",
                                    source=f"nuScenes {version} at {tables.root}", cameras=list(cameras), force=force,
@@ -463,6 +465,7 @@ def convert(root: str | Path, out: str | Path, version: str = "v1.0-mini", camer
     return path, summary
 
 
+@cli_errors
 def main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0],
                                      formatter_class=argparse.RawDescriptionHelpFormatter)

@@ -34,13 +34,16 @@ import numpy as np
 if __package__ in (None, ""):  # run as a script: make the repository importable
     sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
+from xmodal.apis.errors import cli_errors  # noqa: E402
 from xmodal.data.errors import DatasetFormatError  # noqa: E402
+from xmodal.data.provenance import provenance  # noqa: E402
 from xmodal.data.writer import (  # noqa: E402
     DatasetExistsError,
     DatasetStream,
     add_common_arguments,
     official_splits,
     read_split_file,
+    refuse_existing,
 )
 
 NAME = "nyudv2"
@@ -166,17 +169,16 @@ def _to_label_ids(raw: np.ndarray, lut: np.ndarray | None, src: _Source, start: 
 
 def convert(src: str | Path, out: str | Path, class_mapping: str | Path | None = None,
             splits: dict[str, Sequence[int]] | None = None, split_group: int = 0, chunk: int = 16,
-            force: bool = False) -> Path:
+            force: bool = False, split_file: str | Path | None = None) -> Path:
     """Convert NYU-Depth-V2 at ``src`` (a .mat file or its directory) into ``out``; returns ``out``.
 
     ``class_mapping`` is required for NYU's raw labelled file (``labels``, ~894 classes) and ignored
     for a file with ``labels40``. ``splits`` defaults to the official MST-Distill split ``split_group``
-    (seeded permutation of the 1,449 frames in file order, cut 60/20/20).
+    (seeded permutation of the 1,449 frames in file order, cut 60/20/20); ``split_file``, the file
+    they were read from, is recorded in ``meta.json``.
     """
     h5py = _require_h5py()
-    out = Path(out).expanduser()
-    if out.exists() and any(out.iterdir()) and not force:
-        raise DatasetExistsError(f"{out} already exists and is not empty; pass --force to replace it")
+    out = refuse_existing(out, force)
     path = find_source(src)
     try:
         h5 = h5py.File(path, "r")
@@ -197,11 +199,13 @@ def convert(src: str | Path, out: str | Path, class_mapping: str | Path | None =
         else:
             protocol = "given"
         splits = {k: [int(i) for i in v] for k, v in splits.items()}
-        return _write(source, out, lut, classes, splits, protocol, max(1, int(chunk)))
+        # the .mat holds the data itself (2.8 GB): its size is recorded, the small files are hashed
+        sources = provenance([class_mapping, split_file], [path], root=path.parent)
+        return _write(source, out, lut, classes, splits, protocol, max(1, int(chunk)), sources)
 
 
 def _write(source: _Source, out: Path, lut: np.ndarray | None, classes: list[str], splits: dict[str, list[int]],
-           protocol: str, chunk: int) -> Path:
+           protocol: str, chunk: int, sources: dict) -> Path:
     n, h, w = source.num_samples, source.height, source.width
     with DatasetStream(out, force=True) as stream:  # convert() has already refused an existing dataset
         rgb = stream.array("rgb", (n, 3, h, w), np.uint8)
@@ -234,10 +238,12 @@ def _write(source: _Source, out: Path, lut: np.ndarray | None, classes: list[str
             },
             "label_source": source.label_key if lut is None else "labels + classMapping40 (mapClass)",
             "split_protocol": protocol,
+            **sources,
         }
         return stream.commit(None, classes, NAME, source.path.name, splits, task="segmentation", extra_meta=meta)
 
 
+@cli_errors
 def main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0],
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -259,7 +265,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         else:
             splits = None
         out = convert(args.src, args.out, class_mapping=args.class_mapping, splits=splits,
-                      split_group=args.split_group, chunk=args.chunk, force=args.force)
+                      split_group=args.split_group, chunk=args.chunk, force=args.force, split_file=args.split_file)
     except (DatasetFormatError, DatasetExistsError, ImportError) as err:
         print(f"error: {err}", file=sys.stderr)
         return 2

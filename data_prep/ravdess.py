@@ -57,13 +57,16 @@ import numpy as np
 if __package__ in (None, ""):  # run as a script: make the repository importable
     sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
+from xmodal.apis.errors import cli_errors  # noqa: E402
 from xmodal.data.errors import DatasetFormatError  # noqa: E402
+from xmodal.data.provenance import provenance  # noqa: E402
 from xmodal.data.writer import (  # noqa: E402
     DatasetExistsError,
     DatasetStream,
     add_common_arguments,
     official_splits,
     read_split_file,
+    refuse_existing,
 )
 
 NAME = "ravdess"
@@ -531,6 +534,8 @@ def _convert_raw(src: Path, out: Path, audio_src: str | Path | None, face_detect
                          "mel_scale": "slaney", "top_db": TOP_DB, "center_pad": "zeros", "dct": "type 2, ortho"},
             },
             "split_protocol": protocol,
+            # the clips are the data; the file list they define is sample_names.txt
+            **provenance([split_file], root=src),
         }
         return _commit(stream, labels, splits, dtype, low, high, extra, [s.name for s in samples])
 
@@ -583,7 +588,8 @@ def _convert_npy(src: Path, out: Path, dtype: np.dtype, split_group: int, split_
         _scale_video(video, stream.array("video", video.shape, dtype), low, high)
         stream.array("audio", audio_scaled.shape, np.float32)[:] = audio_scaled
         extra = {"source": f"MST-Distill preprocessed arrays ({root.name}/{', '.join(NPY_FILES.values())})",
-                 "split_protocol": protocol}
+                 "split_protocol": protocol,
+                 **provenance([label_path, split_file], [video_path, root / NPY_FILES["audio"]], root=root)}
         return _commit(stream, np.asarray(labels), splits, dtype, low, high, extra, None)
 
 
@@ -605,9 +611,7 @@ def convert(src: str | Path, out: str | Path, audio_src: str | Path | None = Non
         raise ValueError(f"face_detector={face_detector!r}; expected one of {DETECTORS}")
     if resampler not in RESAMPLERS:
         raise ValueError(f"resampler={resampler!r}; expected one of {RESAMPLERS}")
-    out = Path(out).expanduser()
-    if out.exists() and any(out.iterdir()) and not force:
-        raise DatasetExistsError(f"{out} already exists and is not empty; pass --force to replace it")
+    out = refuse_existing(out, force)
     src = Path(src).expanduser()
     if from_npy:
         return _convert_npy(src, out, np.dtype(dtype), split_group, split_file)
@@ -615,6 +619,7 @@ def convert(src: str | Path, out: str | Path, audio_src: str | Path | None = Non
                         split_file, verbose)
 
 
+@cli_errors
 def main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0],
                                      formatter_class=argparse.RawDescriptionHelpFormatter)

@@ -39,13 +39,16 @@ import numpy as np
 if __package__ in (None, ""):  # run as a script: make the repository importable
     sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
+from xmodal.apis.errors import cli_errors  # noqa: E402
 from xmodal.data.errors import DatasetFormatError  # noqa: E402
+from xmodal.data.provenance import provenance  # noqa: E402
 from xmodal.data.writer import (  # noqa: E402
     DatasetExistsError,
     DatasetStream,
     add_common_arguments,
     official_splits,
     read_split_file,
+    refuse_existing,
 )
 
 NAME = "vggsound"
@@ -184,18 +187,17 @@ def _global_range(features: Path, names: Sequence[str]) -> dict[str, tuple[float
 
 def convert(src: str | Path, out: str | Path, features_dir: str | Path | None = None, normalize: bool = False,
             dtype: str = "float32", splits: dict[str, Sequence[int]] | None = None, split_group: int = 0,
-            force: bool = False) -> Path:
+            force: bool = False, split_file: str | Path | None = None) -> Path:
     """Convert the VGGS50K feature release at ``src`` into ``out``; returns ``out``.
 
     ``features_dir``: the folder with ``visual_features/`` and ``audio_features/`` (default
     ``VGGS50K_features_normed``, or ``VGGS50K_features`` with ``normalize``). ``dtype``: "float32"
-    or "float16" (half the disk space). ``splits`` defaults to the official split ``split_group``.
+    or "float16" (half the disk space). ``splits`` defaults to the official split ``split_group``;
+    ``split_file``, the file they were read from, is recorded in ``meta.json``.
     """
     if dtype not in DTYPES:
         raise ValueError(f"dtype={dtype!r}; expected one of {DTYPES}")
-    out = Path(out).expanduser()
-    if out.exists() and any(out.iterdir()) and not force:
-        raise DatasetExistsError(f"{out} already exists and is not empty; pass --force to replace it")
+    out = refuse_existing(out, force)
     root = find_root(src)
     names, labels = read_metadata(root / METADATA_FILE)
     features = feature_root(root, features_dir, normalize)
@@ -206,7 +208,8 @@ def convert(src: str | Path, out: str | Path, features_dir: str | Path | None = 
         protocol = "given"
     splits = {k: [int(i) for i in v] for k, v in splits.items()}
     ranges = _global_range(features, names) if normalize else None
-    return _write(root, features, names, labels, np.dtype(dtype), ranges, splits, protocol, out)
+    sources = provenance([root / METADATA_FILE, split_file], root=root)
+    return _write(root, features, names, labels, np.dtype(dtype), ranges, splits, protocol, out, sources)
 
 
 def _flush(arrays: dict[str, np.memmap]) -> None:
@@ -216,7 +219,7 @@ def _flush(arrays: dict[str, np.memmap]) -> None:
 
 def _write(root: Path, features: Path, names: list[str], labels: np.ndarray, dtype: np.dtype,
            ranges: dict[str, tuple[float, float]] | None, splits: dict[str, list[int]], protocol: str,
-           out: Path) -> Path:
+           out: Path, sources: dict) -> Path:
     n = len(names)
     limit = float(np.finfo(dtype).max)
     with DatasetStream(out, force=True) as stream:  # convert() has already refused an existing dataset
@@ -249,11 +252,13 @@ def _write(root: Path, features: Path, names: list[str], labels: np.ndarray, dty
             "sample_names": "sample_names.txt",
             "label_source": f"class id of {METADATA_FILE} (the official loader's target[:, 0, -1])",
             "split_protocol": protocol,
+            **sources,
         }
         return stream.commit(labels, CLASSES, NAME, f"{root.name}/{METADATA_FILE} + {features.name}/", splits,
                              extra_meta=meta, extra_files={"sample_names.txt": "\n".join(names) + "\n"})
 
 
+@cli_errors
 def main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0],
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -272,7 +277,8 @@ def main(argv: Sequence[str] | None = None) -> int:
             names, _ = read_metadata(find_root(args.src) / METADATA_FILE)
             splits = read_split_file(args.split_file, len(names), args.split_group)
         out = convert(args.src, args.out, features_dir=args.features_dir, normalize=args.normalize,
-                      dtype=args.dtype, splits=splits, split_group=args.split_group, force=args.force)
+                      dtype=args.dtype, splits=splits, split_group=args.split_group, force=args.force,
+                      split_file=args.split_file)
     except (DatasetFormatError, DatasetExistsError) as err:
         print(f"error: {err}", file=sys.stderr)
         return 2

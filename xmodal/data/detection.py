@@ -33,9 +33,7 @@ from __future__ import annotations
 
 import hashlib
 import json
-import os
 import re
-import shutil
 from collections.abc import Iterable, Mapping, Sequence
 from pathlib import Path
 
@@ -347,11 +345,7 @@ def write_detection_dataset(out: str | Path, samples: Iterable[Mapping], splits:
             "sha256": {f: sha256_of(tmp / f) for f in TABLES},
         }
         (tmp / "meta.json").write_text(json.dumps(meta, indent=1))
-        out = stream.out
-        if out.exists():
-            shutil.rmtree(out)
-        os.replace(tmp, out)
-        return out
+        return stream.publish()  # an existing dataset goes only once the new one is in place
 
 
 def _sample_row(i: int, sample: object, class_index: Mapping[str, int],

@@ -133,11 +133,7 @@ def write_retrieval_dataset(out: str | Path, images: Iterable[tuple[str, str | P
             "sha256": {f: sha256_of(tmp / f) for f in TABLES},
         }
         (tmp / "meta.json").write_text(json.dumps(meta, indent=1))
-        out = stream.out
-        if out.exists():
-            shutil.rmtree(out)
-        os.replace(tmp, out)
-        return out
+        return stream.publish()  # an existing dataset goes only once the new one is in place
 
 
 def _check_images(images: list, name: str) -> list[PurePosixPath]:
