@@ -1,6 +1,7 @@
 from xmodal.distill import mst, retrieval
 from xmodal.distill.connectors import ConvConnector, LinearConnector
 from xmodal.distill.distiller import Distiller
+from xmodal.distill.distiller_cache import DistillerCacheHook
 from xmodal.distill.losses import DKDLoss, KDLoss, LoadBalanceLoss
 from xmodal.distill.recorder import FeatureRecorder
 from xmodal.distill.schedules import DistillWeightWarmupHook, TAIDHook
@@ -16,6 +17,7 @@ __all__ = [
     "DKDLoss",
     "DistillWeightWarmupHook",
     "Distiller",
+    "DistillerCacheHook",
     "FeatureRecorder",
     "KDLoss",
     "LinearConnector",

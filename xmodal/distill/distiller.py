@@ -13,6 +13,9 @@ each term logged under its own name.
 A loss whose ``forward`` takes more than ``(student, teacher, target)`` gets the rest through
 ``inputs``: ``{argument: reference}``, a reference being ``"student.<key>"``, ``"<teacher>.<key>"``
 or ``"batch.<key>"`` (e.g. ``inputs=dict(index="batch.index", teacher_logits="t0.logits")``).
+
+``teacher_cache=dict(outputs=["t0.logits", ...])`` reads those teacher outputs from a cache built once
+before training (``xmodal/distill/distiller_cache.py``) instead of running the teachers each step.
 """
 
 from __future__ import annotations
@@ -21,11 +24,13 @@ import dataclasses
 import difflib
 import inspect
 
+import numpy as np
 import torch
 from mmengine.config import Config
 from mmengine.model import BaseModel
 from torch import nn
 
+from xmodal.distill.distiller_cache import CacheSpec, parse_cache_spec
 from xmodal.distill.recorder import FeatureRecorder
 from xmodal.engine.checkpoint import load_weights, resolve_checkpoint
 from xmodal.registry import MODELS
@@ -88,7 +93,8 @@ class Distiller(BaseModel):
     """Student + frozen teachers + loss terms. ``mode="predict"``/``"tensor"`` run the student only."""
 
     def __init__(self, student: dict, teachers: dict[str, dict], losses: list[dict], task_loss_weight: float = 1.0,
-                 data_preprocessor: dict | None = None, init_cfg: dict | None = None) -> None:
+                 teacher_cache: dict | None = None, data_preprocessor: dict | None = None,
+                 init_cfg: dict | None = None) -> None:
         super().__init__(data_preprocessor=data_preprocessor, init_cfg=init_cfg)
         self.student = MODELS.build(student)
         self.teachers = nn.ModuleDict({name: build_teacher(name, spec) for name, spec in teachers.items()})
@@ -104,6 +110,9 @@ class Distiller(BaseModel):
             for name, teacher in self.teachers.items()
         }
         self._used_teachers = sorted({owner for owner, _ in refs if owner in self.teachers})
+        self.cache_spec: CacheSpec | None = None if teacher_cache is None else parse_cache_spec(
+            teacher_cache, refs, sorted(self.teachers))
+        self._cache: dict[tuple[str, str], np.ndarray] | None = None
 
     @classmethod
     def _module_keys(cls, refs: list[tuple[str, str]], owner: str, model: nn.Module) -> list[str]:
@@ -168,14 +177,41 @@ class Distiller(BaseModel):
     def _pick(outputs: dict, recorded: dict, key: str) -> torch.Tensor:
         return outputs[key] if key in outputs else recorded[key]
 
+    def attach_teacher_cache(self, outputs: dict[tuple[str, str], np.ndarray] | None) -> None:
+        """Cached rows per (teacher, key), indexed by the batch's ``index``; ``None`` runs the teachers."""
+        self._cache = outputs
+
+    @torch.no_grad()
+    def teacher_features(self, batch: dict, names: list[str]) -> dict[str, dict[str, torch.Tensor]]:
+        """Run the named teachers: ``{teacher: {output key or recorded module path: tensor}}``."""
+        features = {}
+        for name in names:
+            outputs = self.teachers[name](mode="tensor", **batch)
+            features[name] = {**self._teacher_recorders[name].pop(), **outputs}  # output keys win, as in _pick
+        return features
+
+    def _cached_features(self, batch: dict) -> dict[str, dict[str, torch.Tensor]]:
+        if self._cache is None:
+            raise RuntimeError("teacher_cache is set but no cache is attached: DistillerCacheHook builds it "
+                               "before training (tools/train.py adds it; a Runner built by hand needs "
+                               "custom_hooks=[dict(type='DistillerCacheHook')])")
+        if "index" not in batch:
+            raise KeyError(f"teacher cache: the batch has no 'index' (sample position) to look outputs up by; "
+                           f"it has {sorted(batch)}")
+        rows = batch["index"].cpu().numpy()
+        features: dict[str, dict[str, torch.Tensor]] = {}
+        for (teacher, key), array in self._cache.items():
+            features.setdefault(teacher, {})[key] = torch.from_numpy(np.ascontiguousarray(array[rows])).to(
+                batch["index"].device)
+        return features
+
     def distill_losses(self, batch: dict) -> dict[str, torch.Tensor]:
         student_out = self.student(mode="tensor", **batch)
         student_rec = self._student_recorder.pop()
-        teacher_out, teacher_rec = {}, {}
-        with torch.no_grad():
-            for name in self._used_teachers:
-                teacher_out[name] = self.teachers[name](mode="tensor", **batch)
-                teacher_rec[name] = self._teacher_recorders[name].pop()
+        cached = self.cache_spec.teachers if self.cache_spec is not None and self.training else []
+        teacher = self.teacher_features(batch, [n for n in self._used_teachers if n not in cached])
+        if cached:
+            teacher.update(self._cached_features(batch))
         losses = {}
         if self.task_loss_weight:
             # classifiers learn from batch["label"]; a model with task_loss_input = "batch" (a detector) reads the batch
@@ -184,7 +220,7 @@ class Distiller(BaseModel):
             losses.update({k: v * self.task_loss_weight for k, v in task.items()})
         for term, loss in zip(self.terms, self.loss_modules):
             s = self._pick(student_out, student_rec, term.student_key)
-            t = self._pick(teacher_out[term.teacher], teacher_rec[term.teacher], term.teacher_key)
+            t = teacher[term.teacher][term.teacher_key]
             if term.name in self.connectors:
                 s = self.connectors[term.name](s)
             extra = {}
@@ -197,7 +233,7 @@ class Distiller(BaseModel):
                 elif owner == "student":
                     extra[arg] = self._pick(student_out, student_rec, key)
                 else:
-                    extra[arg] = self._pick(teacher_out[owner], teacher_rec[owner], key)
+                    extra[arg] = teacher[owner][key]
             if term.wants_target:
                 extra["target"] = batch.get("label")
             value = loss(s, t, **extra)
