@@ -25,7 +25,7 @@ import xmodal.engine  # noqa: F401  (atomic checkpoint writes, trusted loading)
 from xmodal.apis.config import load_config, set_max_epochs
 from xmodal.apis.stages import is_staged, run_stages, set_stage_epochs, test_config
 from xmodal.engine.checkpoint import atomic_write_bytes, load_weights, resolve_checkpoint
-from xmodal.engine.hooks import EpochHistoryHook, ProgressBarHook, unwrap
+from xmodal.engine.hooks import EpochHistoryHook, ProgressBarHook, add_default_hooks, unwrap
 
 CONFIG_DIR = Path(__file__).resolve().parents[2] / "configs"
 
@@ -117,6 +117,7 @@ def train_best_and_test(cfg: Config, progress, task_id) -> TrainedRun:
     """Train one config with a progress bar, load its best (validation-chosen) checkpoint, test it."""
     history = EpochHistoryHook()
     runner = Runner.from_cfg(cfg)
+    add_default_hooks(runner, cfg)
     runner.register_hook(history)
     runner.register_hook(ProgressBarHook(progress, task_id))
     start = time.perf_counter()

@@ -18,9 +18,11 @@ import time
 from pathlib import Path
 
 from mmengine.config import Config
+from mmengine.dist import barrier
 from mmengine.runner import Runner
 
 from xmodal.engine.checkpoint import atomic_write_bytes, resolve_checkpoint
+from xmodal.engine.hooks import add_default_hooks
 
 DONE_FILE = "stage_done.json"
 _RUN_IDS = itertools.count()
@@ -110,6 +112,7 @@ def run_stage(cfg: Config, number: int, resume: bool = False, amp: bool = False,
     scfg.load_from = None
     scfg.resume = bool(resume and (stage_dir(cfg, number) / "last_checkpoint").is_file())
     runner = Runner.from_cfg(scfg)
+    add_default_hooks(runner, scfg)  # RNG state in checkpoints, non-finite loss guard, teacher cache
     for hook in hooks(number) if hooks else []:
         runner.register_hook(hook)
     runner.train()
@@ -118,6 +121,7 @@ def run_stage(cfg: Config, number: int, resume: bool = False, amp: bool = False,
         record = {"stage": number, "name": scfg.stage_name, "checkpoint": str(output),
                   "finished": time.strftime("%Y-%m-%d %H:%M:%S")}
         atomic_write_bytes(json.dumps(record, indent=1).encode(), stage_dir(cfg, number) / DONE_FILE)
+    barrier()  # other ranks must see this stage's done file before starting the next stage
     return output
 
 

@@ -123,7 +123,11 @@ class CRDLoss(nn.Module):
                                  f"(num_data={self.num_data}), got min {low}, max {high}")
 
     def _scores(self, anchor: torch.Tensor, bank: torch.Tensor, idx: torch.Tensor) -> torch.Tensor:
-        """anchor_b · bank[idx[b, j]] as (B, 1 + K)."""
+        """anchor_b · bank[idx[b, j]] as (B, 1 + K), in fp32 under AMP too (the NCE terms divide by T = 0.07)."""
+        with torch.autocast(anchor.device.type, enabled=False):
+            return self._dense_or_gathered_scores(anchor, bank, idx)
+
+    def _dense_or_gathered_scores(self, anchor: torch.Tensor, bank: torch.Tensor, idx: torch.Tensor) -> torch.Tensor:
         if self.num_data <= self.dense_ratio * idx.shape[1]:
             if self.training and torch.is_grad_enabled():
                 bank = bank.clone()  # the matmul keeps the bank for backward; the update writes in place

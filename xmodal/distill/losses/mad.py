@@ -43,7 +43,8 @@ WEIGHTINGS = ("entropy", "confidence", "uniform")
 def cosine_gram(feat: torch.Tensor) -> torch.Tensor:
     """(B, B) cosine similarities of the flattened rows in fp32 (a zero row gives a zero row and column)."""
     x = F.normalize(feat.flatten(1).float(), p=2, dim=1)
-    return x @ x.t()
+    with torch.autocast(x.device.type, enabled=False):  # under AMP the matmul would otherwise run in bf16/fp16
+        return x @ x.t()
 
 
 def predictive_entropy(logits: torch.Tensor, temperature: float = 1.0) -> torch.Tensor:

@@ -23,7 +23,8 @@ from xmodal.registry import MODELS
 
 def pairwise_distances(x: torch.Tensor, eps: float = 1e-12) -> torch.Tensor:
     """Euclidean distances with a zero diagonal and finite gradients for coincident points."""
-    squared = (x.pow(2).sum(1, keepdim=True) + x.pow(2).sum(1) - 2 * x @ x.t()).clamp_min(eps)
+    with torch.autocast(x.device.type, enabled=False):  # |x|² + |y|² − 2x·y cancels badly in bf16/fp16 (AMP)
+        squared = (x.pow(2).sum(1, keepdim=True) + x.pow(2).sum(1) - 2 * x @ x.t()).clamp_min(eps)
     off_diagonal = ~torch.eye(len(x), dtype=torch.bool, device=x.device)
     return squared.sqrt() * off_diagonal
 
@@ -37,7 +38,8 @@ def _normalised_distances(x: torch.Tensor) -> torch.Tensor:
 def triplet_cosines(x: torch.Tensor) -> torch.Tensor:
     """(B, B, B): entry [i, j, k] = cos of the angle at x_i between x_j − x_i and x_k − x_i."""
     directions = F.normalize(x.unsqueeze(0) - x.unsqueeze(1), p=2, dim=2)  # [i, j] = unit(x_j − x_i)
-    return directions @ directions.transpose(1, 2)
+    with torch.autocast(x.device.type, enabled=False):  # fp32 under AMP too
+        return directions @ directions.transpose(1, 2)
 
 
 @MODELS.register_module()
@@ -48,6 +50,9 @@ class RKDLoss(nn.Module):
 
     def forward(self, student_feat: torch.Tensor, teacher_feat: torch.Tensor,
                 target: torch.Tensor | None = None) -> torch.Tensor:
+        if student_feat.dim() < 2 or teacher_feat.dim() < 2:
+            raise ValueError(f"RKDLoss: expected (batch, features...) tensors, got student "
+                             f"{tuple(student_feat.shape)} and teacher {tuple(teacher_feat.shape)}")
         if student_feat.shape[0] != teacher_feat.shape[0] or student_feat.shape[0] < 2:
             raise ValueError(f"RKDLoss: needs the same batch of at least 2 samples, got student "
                              f"{tuple(student_feat.shape)} and teacher {tuple(teacher_feat.shape)}")
