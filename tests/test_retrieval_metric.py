@@ -238,8 +238,7 @@ def test_cli_json_both_directions(cli_files, capsys):
 
 
 @pytest.mark.parametrize("pairs, message", [
-    ("query,gallery\n0,1\n1,120\n", r"^xmodal-retrieval: error: PAIRS.csv line 3: gallery index 120 out of range "
-                                   r"\[0, 3\]$"),
+    ("query,gallery\n0,1\n1,120\n", r"^error: PAIRS.csv line 3: gallery index 120 out of range \[0, 3\]$"),
     ("query,gallery\n0,1\n\n7,0\n", r"PAIRS.csv line 4: query index 7 out of range \[0, 2\]"),
     ("query,gallery\n0,x\n", r"PAIRS.csv line 2: gallery index 'x' is not an integer"),
     ("query,gallery\n0,1,2\n", r"PAIRS.csv line 2: expected 2 fields"),
@@ -247,35 +246,37 @@ def test_cli_json_both_directions(cli_files, capsys):
     ("query,gallery\n", r"PAIRS.csv: no pairs"),
     ("query,gallery\n0,1\n2,3\n", r"q2g: Q.npy row 1: no positive in PAIRS.csv"),
 ])
-def test_cli_pair_errors(cli_files, pairs, message):
+def test_cli_pair_errors(cli_files, pairs, message, capsys):
     (cli_files / "PAIRS.csv").write_text(pairs)
     with pytest.raises(SystemExit) as exc:
         retrieval_main(_cli())
-    assert exc.value.code != 0
-    assert re.search(message, str(exc.value.code))
+    assert exc.value.code == 2  # cli_errors: one "error: ..." line on stderr, no traceback
+    assert re.search(message, capsys.readouterr().err.strip())
 
 
-def test_cli_embedding_errors_and_skip(cli_files):
+def _fails(argv: list[str], message: str, capsys) -> None:
+    with pytest.raises(SystemExit) as exc:
+        retrieval_main(argv)
+    assert exc.value.code == 2
+    assert re.search(message, capsys.readouterr().err)
+
+
+def test_cli_embedding_errors_and_skip(cli_files, capsys):
     queries, _, _ = _tiny()
     np.save("Q.npy", np.vstack([queries, [[np.nan, 0]]]))
-    with pytest.raises(SystemExit, match=r"Q.npy row 3: NaN or Inf"):
-        retrieval_main(_cli())
+    _fails(_cli(), r"Q.npy row 3: NaN or Inf", capsys)
     np.save("Q.npy", queries[:, :1])
-    with pytest.raises(SystemExit, match=r"Q.npy has dim 1 but G.npy has dim 2"):
-        retrieval_main(_cli())
+    _fails(_cli(), r"Q.npy has dim 1 but G.npy has dim 2", capsys)
     np.save("Q.npy", queries[0])
-    with pytest.raises(SystemExit, match=r"Q.npy: expected a 2-D array"):
-        retrieval_main(_cli())
-    with pytest.raises(SystemExit, match=r"missing.npy: file not found"):
-        retrieval_main(["--queries", "missing.npy", "--gallery", "G.npy", "--pairs", "PAIRS.csv"])
+    _fails(_cli(), r"Q.npy: expected a 2-D array", capsys)
+    _fails(["--queries", "missing.npy", "--gallery", "G.npy", "--pairs", "PAIRS.csv"], r"missing.npy: file not found",
+           capsys)
     # a gallery row without pair: fine for q2g (a distractor), but a query without positive for g2q
     np.save("Q.npy", queries)
     if faiss.get_num_gpus() == 0:
-        with pytest.raises(SystemExit, match=r"gpu=True but FAISS sees no GPU"):
-            retrieval_main(_cli("--gpu"))
+        _fails(_cli("--gpu"), r"gpu=True but FAISS sees no GPU", capsys)
     np.save("G.npy", np.vstack([_tiny()[1], [[0, -1]]]).astype(np.float32))
-    with pytest.raises(SystemExit, match=r"g2q: G.npy row 4: no positive in PAIRS.csv"):
-        retrieval_main(_cli("--direction", "both"))
+    _fails(_cli("--direction", "both"), r"g2q: G.npy row 4: no positive in PAIRS.csv", capsys)
     assert retrieval_main(_cli("--direction", "both", "--skip-invalid", "--json", "r.json")) == 0
     result = json.loads((cli_files / "r.json").read_text())
     assert result["g2q"]["skipped_queries"] == 1 and result["q2g"]["num_gallery"] == 5

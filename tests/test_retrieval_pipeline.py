@@ -117,7 +117,8 @@ def test_train_distil_and_evaluate(tmp_path):
 
 
 def test_eval_retrieval_rejects_a_classification_model(tmp_path):
-    with pytest.raises(TypeError, match="not a retrieval model"):
+    message = r"student_image.py: the model \(ModalityClassifier\) is not a retrieval model"
+    with pytest.raises(ValueError, match=message):
         eval_retrieval.evaluate("configs/digits_av/student_image.py", str(tmp_path / "missing.pth"))
 
 

@@ -18,13 +18,13 @@ from pathlib import Path
 
 import numpy as np
 import torch
-from mmengine.config import DictAction
 from mmengine.registry import init_default_scope
 from mmengine.runner import Runner
 
 import xmodal.engine  # noqa: F401  (trusted checkpoint loading)
 import xmodal.models  # noqa: F401  (registers the models)
-from xmodal.apis.config import load_config
+from xmodal.apis.config import CfgOptionsAction, load_config
+from xmodal.apis.errors import ConfigError, cli_errors, config_errors
 from xmodal.engine.checkpoint import atomic_write_bytes, load_weights, resolve_checkpoint
 from xmodal.evaluation.retrieval import RetrievalMetric
 from xmodal.registry import MODELS
@@ -44,7 +44,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--batch-size", type=int, help="override the split's dataloader batch size")
     parser.add_argument("--json", help="also write the metrics to this JSON file (atomically)")
     parser.add_argument("--save-embeddings", metavar="DIR", help="write images.npy, captions.npy, pairs.csv here")
-    parser.add_argument("--cfg-options", nargs="+", action=DictAction, help="override config keys: key=value ...")
+    parser.add_argument("--cfg-options", nargs="+", action=CfgOptionsAction,
+                        help="override config keys: key=value ...")
     return parser.parse_args(argv)
 
 
@@ -93,16 +94,18 @@ def evaluate(config: str, checkpoint: str, split: str = "test", ks=(1, 5, 10), i
     init_default_scope(cfg.get("default_scope", "xmodal"))  # the dataloader is built without a Runner
     loader_cfg = cfg.get(f"{split}_dataloader")
     if loader_cfg is None:
-        raise KeyError(f"{config}: no '{split}_dataloader' in the config")
+        raise ConfigError(f"{config}: {split}_dataloader: required key missing; --split {split} reads it")
     if batch_size:
         loader_cfg.batch_size = batch_size
-    model = MODELS.build(student_config(cfg.model))
+    with config_errors(cfg):  # a bad type or argument deep in the model: named by its config key
+        model = MODELS.build(student_config(cfg.model))
     if not {"image_embedding", "text_embedding"} <= set(getattr(model, "output_keys", ())):
-        raise TypeError(f"{config}: the model ({type(model).__name__}) is not a retrieval model with image and "
+        raise ConfigError(f"{config}: the model ({type(model).__name__}) is not a retrieval model with image and "
                         f"text embeddings (DualEncoder or CrossEncoder)")
     path = resolve_checkpoint(checkpoint)
     load_weights(model, path, what="model")
-    records = embed(model, Runner.build_dataloader(loader_cfg), device)
+    with config_errors(cfg):
+        records = embed(model, Runner.build_dataloader(loader_cfg), device)
     metric = RetrievalMetric(ks=ks, index=index, gpu=gpu)
     metric.process({}, records)
     metrics = metric.compute_metrics(metric.results)
@@ -127,6 +130,7 @@ def print_table(metrics: dict, ks, title: str) -> None:
     Console().print(table)
 
 
+@cli_errors
 def main(argv: list[str] | None = None) -> dict:
     args = parse_args(argv)
     metrics = evaluate(args.config, args.checkpoint, args.split, args.k, args.index, args.gpu, args.device,

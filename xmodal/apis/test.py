@@ -6,10 +6,10 @@ import argparse
 import json
 from pathlib import Path
 
-from mmengine.config import DictAction
 from mmengine.runner import Runner
 
-from xmodal.apis.config import load_config
+from xmodal.apis.config import CfgOptionsAction, load_config
+from xmodal.apis.errors import cli_errors, config_errors, require_keys
 from xmodal.apis.stages import is_staged, stage_dir, test_config
 from xmodal.engine.checkpoint import atomic_write_bytes, load_weights, resolve_checkpoint
 from xmodal.engine.hooks import unwrap
@@ -24,7 +24,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--router-plot", help="MST-Distill: where to write the router usage plot "
                         "(default: <work dir>/router_usage.png)")
     parser.add_argument("--work-dir", help="where the test logs go (default: work_dirs/<config name>)")
-    parser.add_argument("--cfg-options", nargs="+", action=DictAction, help="override config keys: key=value ...")
+    parser.add_argument("--cfg-options", nargs="+", action=CfgOptionsAction,
+                        help="override config keys: key=value ...")
     parser.add_argument("--launcher", choices=["none", "pytorch", "slurm", "mpi"], default="none")
     parser.add_argument("--local-rank", "--local_rank", type=int, default=0)
     return parser.parse_args(argv)
@@ -41,12 +42,14 @@ def evaluate(config: str, checkpoint: str, out: str | None = None, work_dir: str
         if Path(checkpoint).is_dir() and (Path(checkpoint) / last.name).is_dir():
             checkpoint = Path(checkpoint) / last.name
         cfg = test_config(cfg, work_dir)
+    require_keys(cfg, ("test_dataloader", "test_cfg", "test_evaluator"), "testing")
     path = resolve_checkpoint(checkpoint)
     cfg.load_from, cfg.resume = None, False
-    runner = Runner.from_cfg(cfg)
-    model = unwrap(runner.model)
-    load_weights(model, path, what="model")
-    metrics = {k: float(v) for k, v in runner.test().items()}
+    with config_errors(cfg):  # a bad type or argument deep in the model: named by its config key
+        runner = Runner.from_cfg(cfg)
+        model = unwrap(runner.model)
+        load_weights(model, path, what="model")
+        metrics = {k: float(v) for k, v in runner.test().items()}
     if runner.rank != 0:
         return metrics
     if out:
@@ -61,6 +64,7 @@ def evaluate(config: str, checkpoint: str, out: str | None = None, work_dir: str
     return metrics
 
 
+@cli_errors
 def main(argv: list[str] | None = None) -> None:
     args = parse_args(argv)
     metrics = evaluate(args.config, args.checkpoint, args.out, args.work_dir, args.cfg_options, args.launcher,

@@ -4,12 +4,13 @@ from __future__ import annotations
 
 import argparse
 
-from mmengine.config import DictAction
 from mmengine.runner import Runner
 
 import xmodal.engine  # noqa: F401  (atomic checkpoint writes, trusted loading)
-from xmodal.apis.config import enable_amp, load_config
+from xmodal.apis.config import CfgOptionsAction, enable_amp, load_config
+from xmodal.apis.errors import ConfigError, cli_errors, config_errors, require_keys
 from xmodal.apis.stages import is_staged, run_stages
+from xmodal.engine.hooks import add_default_hooks
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
@@ -19,7 +20,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--resume", nargs="?", const="auto", default=None,
                         help="resume from the latest checkpoint in the work dir, or from the given file")
     parser.add_argument("--amp", action="store_true", help="mixed precision (fp16 on CUDA, bf16 on CPU)")
-    parser.add_argument("--cfg-options", nargs="+", action=DictAction, help="override config keys: key=value ...")
+    parser.add_argument("--cfg-options", nargs="+", action=CfgOptionsAction,
+                        help="override config keys: key=value ...")
     parser.add_argument("--stage", type=int, help="staged recipes (stages=[...]): run only this stage (1-based)")
     parser.add_argument("--launcher", choices=["none", "pytorch", "slurm", "mpi"], default="none")
     parser.add_argument("--local-rank", "--local_rank", type=int, default=0)
@@ -28,6 +30,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
 
 def build_runner(args: argparse.Namespace) -> Runner:
     cfg = load_config(args.config, args.cfg_options, args.work_dir, args.launcher)
+    require_keys(cfg, ("train_dataloader", "train_cfg", "optim_wrapper"), "training")
     if args.amp:
         enable_amp(cfg)
     if args.resume == "auto":
@@ -36,20 +39,25 @@ def build_runner(args: argparse.Namespace) -> Runner:
     elif args.resume is not None:
         cfg.resume = True
         cfg.load_from = args.resume
-    return Runner.from_cfg(cfg)
+    runner = Runner.from_cfg(cfg)
+    add_default_hooks(runner, cfg)  # RNG state in checkpoints, non-finite loss guard, teacher cache
+    return runner
 
 
+@cli_errors
 def main(argv: list[str] | None = None) -> None:
     args = parse_args(argv)
     cfg = load_config(args.config, args.cfg_options, args.work_dir, args.launcher)
-    if is_staged(cfg):
-        if args.resume not in (None, "auto"):
-            raise SystemExit("--resume CKPT: a staged recipe resumes from its stage directories; use --resume alone")
-        run_stages(cfg, resume=args.resume is not None, only=args.stage, amp=args.amp)
-        return
-    if args.stage is not None:
-        raise SystemExit(f"--stage: {args.config} has no 'stages' list")
-    build_runner(args).train()
+    with config_errors(cfg):  # a bad type or argument deep in the model: named by its config key
+        if is_staged(cfg):
+            if args.resume not in (None, "auto"):
+                raise ConfigError(f"--resume {args.resume}: a staged recipe resumes from its stage directories; "
+                                  f"use --resume alone")
+            run_stages(cfg, resume=args.resume is not None, only=args.stage, amp=args.amp)
+            return
+        if args.stage is not None:
+            raise ConfigError(f"--stage: {args.config} has no 'stages' list")
+        build_runner(args).train()
 
 
 if __name__ == "__main__":

@@ -18,6 +18,7 @@ from pathlib import Path
 
 import numpy as np
 
+from xmodal.apis.errors import cli_errors
 from xmodal.evaluation.retrieval import recall_at_k_pairs
 
 
@@ -142,13 +143,11 @@ def write_json(results: dict, path: str) -> None:
     atomic_write_bytes((json.dumps(results, indent=2) + "\n").encode(), path)
 
 
+@cli_errors
 def main(argv: list[str] | None = None) -> int:
-    """Console entry point; bad input exits with a one-line message instead of a traceback."""
+    """Console entry point; bad input exits with status 2 and a one-line ``error: ...`` instead of a traceback."""
     args = parse_args(argv)
-    try:
-        results = evaluate(args)
-    except ValueError as err:
-        raise SystemExit(f"xmodal-retrieval: error: {err}") from err
+    results = evaluate(args)
     print_table(results, list(args.k))
     if args.json:
         write_json(results, args.json)

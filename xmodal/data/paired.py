@@ -13,6 +13,7 @@ with one :class:`DatasetFormatError` naming the file and field.
 
 from __future__ import annotations
 
+import difflib
 import hashlib
 import json
 from collections.abc import Callable, Sequence
@@ -23,6 +24,7 @@ import torch
 from torch.utils.data import Dataset
 
 from xmodal.data.errors import DatasetFormatError
+from xmodal.data.splits import split_problems
 from xmodal.registry import DATASETS, TRANSFORMS
 
 _TASKS = ("classification", "retrieval", "detection")
@@ -118,8 +120,12 @@ class PairedDataset(Dataset):
             return available
         unknown = [m for m in modalities if m not in available]
         if unknown:
+            # a <m>.npy without a meta.json entry is the usual cause: say so rather than only "not in this dataset"
+            stray = [f"{m}.npy" for m in unknown if (self.data_root / f"{m}.npy").is_file()]
+            hint = f"; {stray} exist but meta.json does not declare them (add modalities.<name>: " \
+                   f"{{shape, dtype}})" if stray else ""
             raise DatasetFormatError(
-                self.data_root / "meta.json", "modalities", f"{unknown} not in this dataset; it has {available}"
+                self.data_root / "meta.json", "modalities", f"{unknown} not in this dataset; it has {available}{hint}"
             )
         return list(modalities)
 
@@ -161,7 +167,9 @@ class PairedDataset(Dataset):
         path = self.data_root / "splits.json"
         splits = read_json(path)
         if self.split not in splits:
-            raise DatasetFormatError(path, self.split, f"split missing; the file has {sorted(splits)}")
+            near = difflib.get_close_matches(self.split, list(splits), n=1)
+            hint = f"; did you mean {near[0]!r}?" if near else ""
+            raise DatasetFormatError(path, self.split, f"split missing; the file has {sorted(splits)}{hint}")
         raw = splits[self.split]
         if not isinstance(raw, list) or not all(isinstance(i, int) and not isinstance(i, bool) for i in raw):
             raise DatasetFormatError(path, self.split, "expected a list of integer sample indices")
@@ -174,6 +182,8 @@ class PairedDataset(Dataset):
             raise DatasetFormatError(
                 path, self.split, f"index {int(indices[bad[0]])} at position {int(bad[0])} is outside [0, {n - 1}]"
             )
+        for split, problem in split_problems(splits, n):  # every split: no sample twice, none in two splits
+            raise DatasetFormatError(path, split, problem)
         return indices
 
     # -- dataset protocol ---------------------------------------------------------------------
@@ -206,7 +216,9 @@ class PairedDataset(Dataset):
 
     def __getitem__(self, position: int) -> dict:
         row = int(self.indices[position])
-        sample: dict = {m: torch.from_numpy(np.array(self.arrays[m][row])) for m in self.modalities}
+        # dtype=native: a big-endian .npy is valid numpy but torch only takes native byte order
+        sample: dict = {m: torch.from_numpy(np.array(self.arrays[m][row], dtype=self.arrays[m].dtype.newbyteorder("=")))
+                        for m in self.modalities}
         sample["label"] = torch.tensor(int(self.labels[row]), dtype=torch.long)
         sample["index"] = torch.tensor(position, dtype=torch.long)
         for transform in self.pipeline:

@@ -24,6 +24,8 @@ def check_target(loss: str, target: torch.Tensor | None, num_classes: int, batch
         raise ValueError(f"{loss}: needs the class labels (target), got None")
     if target.shape != (batch,):
         raise ValueError(f"{loss}: target shape {tuple(target.shape)}, expected ({batch},)")
+    if target.is_floating_point() or target.is_complex() or target.dtype == torch.bool:
+        raise ValueError(f"{loss}: target must hold integer class indices, got dtype {target.dtype}")
     if target.numel() and (int(target.min()) < 0 or int(target.max()) >= num_classes):
         raise ValueError(f"{loss}: target values must lie in [0, {num_classes - 1}], got "
                          f"min {int(target.min())}, max {int(target.max())}")

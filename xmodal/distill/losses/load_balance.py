@@ -28,7 +28,7 @@ class LoadBalanceLoss(nn.Module):
 
     def forward(self, gate_probs: torch.Tensor) -> torch.Tensor:
         """``gate_probs``: (B, ways), rows summing to 1."""
-        if gate_probs.dim() != 2:
+        if gate_probs.dim() != 2 or gate_probs.shape[1] == 0:
             raise ValueError(f"LoadBalanceLoss: expected (batch, ways) probabilities, got {tuple(gate_probs.shape)}")
         probs = gate_probs.float()
         ways = probs.shape[1]
