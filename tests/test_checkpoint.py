@@ -97,3 +97,29 @@ def test_resolve_checkpoint_from_work_dir(tmp_path):
         resolve_checkpoint(tmp_path)
     (tmp_path / "best_accuracy_epoch_3.pth").write_bytes(b"x")
     assert resolve_checkpoint(tmp_path).name == "best_accuracy_epoch_3.pth"
+
+
+def test_config_text_is_formatted_once_per_run(monkeypatch):
+    """Checkpoints store ``cfg.pretty_text``; formatting it (yapf) per save made saving most of a
+    cached MST stage-3 epoch. After format_config_text_once the same text is returned, formatted once."""
+    import mmengine.config.config as mmconfig
+    from mmengine.config import Config
+
+    from xmodal.engine.config_text import format_config_text_once
+
+    calls = []
+    real = mmconfig.FormatCode
+    monkeypatch.setattr(mmconfig, "FormatCode", lambda *a, **k: calls.append(1) or real(*a, **k))
+    cfg = Config(dict(model=dict(type="M", width=4), seed=1))
+    expected = cfg.pretty_text
+    assert len(calls) == 1
+
+    class FakeRunner:
+        pass
+
+    runner = FakeRunner()
+    runner.cfg = cfg
+    format_config_text_once(runner)
+    assert [cfg.pretty_text for _ in range(3)] == [expected] * 3
+    assert len(calls) == 2  # one more formatting, then reuse
+    assert cfg.model.width == 4 and "_pretty_text_once" not in cfg  # config contents untouched

@@ -13,6 +13,7 @@ from mmengine.model import is_model_wrapper
 
 import xmodal.engine.checkpoint_hook  # noqa: F401  (registers xmodal's CheckpointHook)
 from xmodal.engine.checkpoint import load_checkpoint_file, save_checkpoint_file
+from xmodal.engine.config_text import format_config_text_once
 from xmodal.engine.nan_guard import NonFiniteLossGuard
 from xmodal.registry import HOOKS
 
@@ -54,6 +55,7 @@ def add_default_hooks(runner, cfg) -> None:
     ``teacher_cache``, the hook that builds the cache before training."""
     from xmodal.distill.distiller_cache import DistillerCacheHook
 
+    format_config_text_once(runner)  # checkpoints store the config text; format it once, not per save
     if not any(isinstance(hook, RNGStateHook) for hook in runner.hooks):
         runner.register_hook(RNGStateHook())
     wants_cache = getattr(unwrap(runner.model), "cache_spec", None) is not None

@@ -142,8 +142,8 @@ class MSTRouterDistiller(MaskedExpertsModel):
             return {**outputs, "gate": probs, "route": chosen}
         if mode == "predict":
             records = self.student.predictions(outputs, batch)
-            for i, record in enumerate(records):
-                record["route"] = chosen[i].cpu().tolist()
+            for record, route in zip(records, chosen.cpu().tolist(), strict=True):  # one copy, not one per sample
+                record["route"] = route
             return records
         if mode != "loss":
             raise ValueError(f"MSTRouterDistiller: unknown mode {mode!r}")
