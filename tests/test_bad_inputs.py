@@ -650,19 +650,19 @@ def c12(ws):
     return _train(ws, "names.py")
 
 
-@case("C13", CLI, r"losses\[0\] \(KDLoss\): student: 'fc9' is neither an output key \['logits', 'embedding'\] "
-                  r"nor a module path; nearest: \['head\.fc'\]", log_dir="work")
+@case("C13", CLI, r"error: model\.losses\[0\] \(KDLoss\): student: 'fc9' is neither an output key "
+                  r"\['logits', 'embedding'\] nor a module path; nearest: \['head\.fc'\]", log_dir="work")
 def c13(ws):
     return _train(_task(ws), "kd.py", "model.losses.0.student=fc9")
 
 
-@case("C14", CLI, r"losses\[0\] \(KDLoss\): teacher='t1\.logits' must be '<teacher name>\.<output key or module "
-                  r"path>' with a teacher name from \['t0'\]", log_dir="work")
+@case("C14", CLI, r"error: model\.losses\[0\] \(KDLoss\): teacher='t1\.logits' must be '<teacher name>\.<output "
+                  r"key or module path>' with a teacher name from \['t0'\]", log_dir="work")
 def c14(ws):
     return _train(_task(ws), "kd.py", "model.losses.0.teacher=t1.logits")
 
 
-@case("C15", KeyError, r"losses\[0\] \(KDLoss\): required key 'teacher' missing")
+@case("C15", KeyError, r"^model\.losses\[0\] \(KDLoss\): required key 'teacher' missing")
 def c15(ws):
     student = dict(type="ModalityClassifier", encoders=dict(b=dict(type="FeatureMLP", in_dim=5, hidden_dims=[8])),
                    head=dict(type="ClsHead", num_classes=3))
@@ -670,15 +670,17 @@ def c15(ws):
     return lambda: Distiller(student, teachers, losses=[dict(type="KDLoss", student="logits")])
 
 
-@case("C16", CLI, r"teacher 't0' has no 'checkpoint': train the teacher first", log_dir="work")
+@case("C16", CLI, r"error: model\.teachers\.t0: teacher 't0' has no 'checkpoint': train the teacher first",
+      log_dir="work")
 def c16(ws):
     _task(ws)
     (ws / "nockpt.py").write_text('_base_ = ["kd.py"]\nmodel = dict(teachers=dict(t0=dict(checkpoint=None)))\n')
     return _train(ws, "nockpt.py")
 
 
-@case("C17", CLI, r"ModalityClassifier: the batch has no \['a'\]; it has \['b', 'index', 'label'\]\. The model "
-                  r"consumes \['a', 'b'\]: add them to the dataset's 'modalities'", log_dir="work")
+@case("C17", CLI, r"error: model\.teachers\.t0: teacher 't0' reads modality \['a'\], which the batch does not have "
+                  r"\(batch keys: \['b', 'index', 'label'\]\); add it to train_dataloader\.dataset\.modalities "
+                  r"\(the student reads \['b'\], teacher 't0' reads \['a', 'b'\]\)", log_dir="work")
 def c17(ws):
     # the fusion teacher reads a and b; the train dataset loads only b (the student's modality)
     return _train(_task(ws), "kd.py")
@@ -747,6 +749,22 @@ def l09(ws):
 def l10(ws):
     _task(ws)
     return lambda: eval_retrieval_api.main([str(ws / "student.py"), str(ws / "teacher.pth"), "--device", "cpu"])
+
+
+@case("L11", CLI, r"error: .*student_best\.pth: not a training checkpoint, its meta has no \['epoch', 'iter'\]: a "
+                  r"student-only or weights-only file \(such as student_best\.pth\) cannot be resumed\. --resume "
+                  r"needs a full checkpoint .*epoch_N\.pth.*; to start a new run from these weights use --cfg-options "
+                  r"load_from=.*student_best\.pth without --resume", log_dir="work")
+def l11(ws):
+    _task(ws)
+    student = MODELS.build(dict(type="ModalityClassifier", encoders=dict(b=dict(type="FeatureMLP", in_dim=5,
+                                                                                 hidden_dims=[8])),
+                                head=dict(type="ClsHead", num_classes=3)))
+    # what StudentExportHook writes after distillation: the student's weights, no epoch, no optimizer
+    torch.save({"state_dict": student.state_dict(), "meta": {"source": "best_accuracy_epoch_1.pth"}},
+               ws / "student_best.pth")
+    return lambda: train_api.main([str(ws / "student.py"), "--work-dir", str(ws / "work"), "--resume",
+                                   str(ws / "student_best.pth"), "--cfg-options", _run_name(ws)])
 
 
 # == data_prep scripts ========================================================================================

@@ -2,6 +2,7 @@
 
 import json
 import os
+import re
 import subprocess
 import sys
 
@@ -9,7 +10,7 @@ import pytest
 from mmengine.config import Config
 
 from tests.conftest import REPO
-from xmodal.apis.compare import _check
+from xmodal.apis.compare import _check, main
 
 pytestmark = pytest.mark.slow
 
@@ -36,3 +37,29 @@ def test_entries_need_unique_names(tmp_path):
     bad.write_text("teachers=dict(t=1)\nentries=[]\n")
     with pytest.raises(KeyError, match="student_config"):
         _check(Config.fromfile(str(bad)), str(bad))
+
+
+@pytest.mark.parametrize("args, message", [
+    (["--only", "no_kd", "nope"], r"--only: no entries \['nope'\] in .*digits_av_losses\.py; it has \['no_kd', "),
+    (["--seeds", "0"], r"--seeds 0: expected a positive integer"),
+    (["--epochs", "-1"], r"--epochs -1: expected a positive integer"),
+])
+def test_bad_arguments_exit_2_with_one_error_line_before_anything_runs(tmp_path, capsys, args, message):
+    out = tmp_path / "cmp"
+    with pytest.raises(SystemExit) as stop:
+        main([str(REPO / "configs/compare/digits_av_losses.py"), "--out", str(out), *args])
+    err = capsys.readouterr().err
+    assert stop.value.code == 2 and "Traceback" not in err
+    (line,) = err.strip().splitlines()
+    assert line.startswith("error: ") and re.search(message, line), line
+    assert not out.exists()
+
+
+def test_missing_config_keys_exit_2(tmp_path, capsys):
+    bad = tmp_path / "bad.py"
+    bad.write_text("teachers=dict(t=1)\nentries=[]\n")
+    with pytest.raises(SystemExit) as stop:
+        main([str(bad), "--out", str(tmp_path / "cmp")])
+    assert stop.value.code == 2
+    assert capsys.readouterr().err.strip() == (f"error: {bad}: comparison config needs 'student_config' "
+                                               f"(see configs/compare/digits_av_losses.py)")

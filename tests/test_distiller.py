@@ -78,8 +78,21 @@ def test_unknown_reference_lists_nearest_names(teacher_ckpt):
 
 
 def test_teacher_without_checkpoint_is_an_error():
-    with pytest.raises(ValueError, match="has no 'checkpoint'"):
+    with pytest.raises(ValueError, match=r"^model\.teachers\.t0: teacher 't0' has no 'checkpoint'"):
         Distiller(student=STUDENT, teachers=dict(t0=dict(model=TEACHER)), losses=[KD])
+
+
+def test_a_modality_missing_from_the_batch_names_the_model_that_reads_it(teacher_ckpt):
+    distiller = _distiller(teacher_ckpt[0]).train()
+    batch = _batch()
+    del batch["audio"]  # the fusion teacher reads image + audio, the student image only
+    with pytest.raises(KeyError, match=r"^\"?model\.teachers\.t0: teacher 't0' reads modality \['audio'\], which "
+                                       r"the batch does not have \(batch keys: \['image', 'label'\]\).*\(the "
+                                       r"student reads \['image'\], teacher 't0' reads \['audio', 'image'\]\)"):
+        distiller(mode="loss", **batch)
+    with pytest.raises(KeyError, match=r"model\.student: the student reads modality \['image'\]"):
+        distiller(mode="loss", audio=torch.randn(3, 1, 16, 16), label=torch.tensor([0, 1, 3]))
+    assert distiller(mode="predict", **batch)  # predicting runs the student alone: audio is not needed
 
 
 def test_student_state_dict_loads_into_plain_student(teacher_ckpt):

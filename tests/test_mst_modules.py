@@ -222,6 +222,38 @@ def test_stage3_weights_decay_with_the_epoch_and_routes_are_counted():
     assert len(records) == 6 and all(len(r["route"]) == 1 for r in records)
 
 
+def test_router_usage_file_keeps_one_line_per_epoch_across_a_kill_and_resume(tmp_path):
+    """The usage line is written before the epoch's checkpoint: a run killed in between repeats the epoch
+    after resuming, and a resume from an earlier checkpoint repeats several."""
+    import json
+    from types import SimpleNamespace
+
+    from xmodal.distill.mst.hooks import RouterHook
+
+    model = SimpleNamespace(expert_names=["a", "b"], weights={"kl": 1.0}, route_counts=torch.zeros(2))
+    runner = SimpleNamespace(model=model, rank=0, work_dir=str(tmp_path), epoch=0,
+                             logger=SimpleNamespace(info=lambda message: None),
+                             visualizer=SimpleNamespace(add_scalars=lambda scalars, step: None))
+    hook, path = RouterHook(), tmp_path / "router_usage.jsonl"
+
+    def end_epoch(epoch, counts):
+        runner.epoch = epoch
+        model.route_counts = torch.tensor(counts, dtype=torch.float64)
+        hook.after_train_epoch(runner)
+        return [(r["epoch"], r["usage"]["a"]) for r in map(json.loads, path.read_text().splitlines())]
+
+    assert end_epoch(0, [3, 1]) == [(1, 0.75)]
+    assert end_epoch(1, [1, 1]) == [(1, 0.75), (2, 0.5)]
+    # killed before epoch 2's checkpoint: the resumed run (from epoch_1.pth) trains epoch 2 again
+    assert end_epoch(1, [0, 2]) == [(1, 0.75), (2, 0.0)]
+    assert end_epoch(2, [2, 0]) == [(1, 0.75), (2, 0.0), (3, 1.0)]
+    # resumed from an older checkpoint: the later epochs' lines go
+    assert end_epoch(0, [1, 3]) == [(1, 0.25)]
+    with open(path, "a") as f:  # a torn last line, as an append-mode writer could leave it
+        f.write('{"epoch": 2, "usa')
+    assert end_epoch(1, [4, 0]) == [(1, 0.25), (2, 1.0)]
+
+
 def test_stage3_frozen_parts_and_bad_settings():
     model = _router()
     assert not model.teachers.training and not model.masks.training and model.student.training

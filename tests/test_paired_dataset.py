@@ -107,3 +107,26 @@ def test_meta_missing_key(tiny_dataset):
 
 def test_unknown_modality_requested(tiny_dataset):
     _expect(tiny_dataset, file="meta.json", field="modalities", modalities=["depth"])
+
+
+def test_fingerprint_sees_transform_arguments_held_inside_torch_modules(tiny_dataset):
+    from xmodal.data.transforms import LogMelSpectrogram
+
+    def fingerprint(*pipeline):
+        return PairedDataset(tiny_dataset, "train", pipeline=list(pipeline)).fingerprint()
+
+    mel64 = fingerprint(dict(type="LogMelSpectrogram", n_mels=64))
+    assert mel64 == fingerprint(dict(type="LogMelSpectrogram", n_mels=64))  # stable: the cache is found again
+    assert mel64 != fingerprint(dict(type="LogMelSpectrogram", n_mels=32))
+    assert mel64 != fingerprint(dict(type="LogMelSpectrogram", n_mels=64, hop_length=140))
+    assert mel64 != fingerprint()
+    # built objects (no config): n_mels lives only in torchaudio's MelScale (an attribute and the filterbank)
+    assert fingerprint(LogMelSpectrogram(n_mels=64)) == fingerprint(LogMelSpectrogram(n_mels=64))
+    assert fingerprint(LogMelSpectrogram(n_mels=64)) != fingerprint(LogMelSpectrogram(n_mels=32))
+
+    # a plain callable: its closure counts, its memory address does not
+    def scale(factor):
+        return lambda sample: {**sample, "audio": sample["audio"] * factor}
+
+    assert fingerprint(scale(2.0)) == fingerprint(scale(2.0))
+    assert fingerprint(scale(2.0)) != fingerprint(scale(3.0))

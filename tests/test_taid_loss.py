@@ -131,3 +131,35 @@ def test_hook_moves_t_and_keeps_its_state_in_checkpoints():
     assert resumed.schedules["taid_0"] == hook.schedules["taid_0"]
     with pytest.raises(KeyError, match="TAIDHook: no loss term"):
         TAIDHook(terms=["kd_0"]).before_train(runner)
+
+
+def test_hook_ignores_a_non_finite_value_and_a_batch_the_nan_guard_skipped():
+    from types import SimpleNamespace
+
+    from mmengine.logging import MessageHub
+
+    from xmodal.distill.schedules import TAIDHook
+
+    loss = TAIDLoss()
+    model = SimpleNamespace(terms=[SimpleNamespace(name="taid_0")], loss_modules=[loss])
+    runner = SimpleNamespace(model=model, iter=0, max_iters=10, message_hub=MessageHub.get_instance("taid_nan"))
+    hook = TAIDHook(terms=["taid_0"], alpha=0.1, t_start=0.4)
+    hook.before_train(runner)
+    schedule = hook.schedules["taid_0"]
+
+    def step(value, outputs=None):
+        runner.iter += 1
+        loss.last_cross_entropy = value
+        hook.after_train_iter(runner, runner.iter, outputs=outputs)
+        return float(loss.t), schedule.prev_loss, schedule.momentum
+
+    assert step(2.0) == (pytest.approx(0.4), 2.0, 0.0)  # the first value is only recorded
+    assert step(float("nan")) == (pytest.approx(0.4), 2.0, 0.0)
+    assert step(float("inf")) == (pytest.approx(0.4), 2.0, 0.0)
+    assert step(1.0, outputs={}) == (pytest.approx(0.4), 2.0, 0.0)  # the guard skipped the batch
+    assert loss.last_cross_entropy is None  # not read again at the next step
+    # the next finite value continues from 2.0 as if the bad steps never happened: r = 0.5, m = 0.01·0.5
+    t, prev, momentum = step(1.0, outputs={"loss": torch.tensor(1.0)})
+    assert (prev, momentum) == (1.0, pytest.approx(0.005))
+    ramp = 0.4 + 0.6 * 5 / 10
+    assert t == pytest.approx(max(ramp, 0.4 + 0.1 * 0.6 / (1 + math.exp(-0.005))))

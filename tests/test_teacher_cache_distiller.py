@@ -42,8 +42,8 @@ class _Multiply(torch.nn.Module):
 
 @TRANSFORMS.register_module(name="CacheTestScale", force=True)
 class Scale:
-    """A deterministic transform whose argument only its config shows (like LogMelSpectrogram's n_mels,
-    kept inside a torch module): the dataset's own fingerprint cannot tell two factors apart."""
+    """A deterministic transform whose argument is kept inside a torch module, where ``repr`` does not
+    show it (like LogMelSpectrogram's n_mels): both the config and the dataset's fingerprint must see it."""
 
     def __init__(self, factor: float) -> None:
         self.op = _Multiply(factor)
@@ -208,9 +208,9 @@ def test_changed_teacher_data_or_pipeline_builds_a_new_entry(setup, tmp_path, co
     scaled = _build(root, tmp / "teacher.pth", cache_dir, pipeline=[dict(type="CacheTestScale", factor=2.0)])
     assert len(count_builds) == 4
     _build(root, tmp / "teacher.pth", cache_dir, pipeline=[dict(type="CacheTestScale", factor=3.0)])
-    assert len(count_builds) == 5  # told apart by the pipeline config alone:
+    assert len(count_builds) == 5  # told apart by the pipeline config and by the dataset's own fingerprint:
     assert (PairedDataset(root, "train", pipeline=[dict(type="CacheTestScale", factor=2.0)]).fingerprint()
-            == PairedDataset(root, "train", pipeline=[dict(type="CacheTestScale", factor=3.0)]).fingerprint())
+            != PairedDataset(root, "train", pipeline=[dict(type="CacheTestScale", factor=3.0)]).fingerprint())
     assert not np.allclose(scaled[("t0", "logits")], first[("t0", "logits")])
     assert len(set(count_builds)) == 5 and len(list(cache_dir.iterdir())) == 5
 

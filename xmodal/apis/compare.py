@@ -19,6 +19,7 @@ from mmengine.config import Config
 import xmodal.engine  # noqa: F401  (atomic checkpoint writes, trusted loading)
 from xmodal.apis.config import load_config, set_max_epochs
 from xmodal.apis.demo import DemoRun, _quiet, aggregate, plot_summary, train_and_test
+from xmodal.apis.errors import ConfigError, cli_errors, read_config
 from xmodal.engine.checkpoint import atomic_write_bytes
 
 
@@ -66,17 +67,23 @@ def markdown_table(rows: list[dict]) -> str:
     return "\n".join(lines) + "\n"
 
 
+@cli_errors
 def main(argv: list[str] | None = None) -> dict:
     from rich.console import Console
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
     args = parse_args(argv)
-    spec = Config.fromfile(args.config)
+    for option in ("seeds", "epochs"):
+        value = getattr(args, option)
+        if value is not None and value < 1:
+            raise ValueError(f"--{option} {value}: expected a positive integer")
+    spec = read_config(args.config)
     entries = _check(spec, args.config)
     if args.only:
         unknown = set(args.only) - {e["name"] for e in entries}
         if unknown:
-            raise SystemExit(f"--only: no entries {sorted(unknown)} in {args.config}")
+            raise ConfigError(f"--only: no entries {sorted(unknown)} in {args.config}; it has "
+                              f"{[e['name'] for e in entries]}")
         entries = [e for e in entries if e["name"] in args.only]
     epochs = args.epochs or spec.get("epochs", 30)
     out = Path(args.out or Path("work_dirs/compare") / Path(args.config).stem)

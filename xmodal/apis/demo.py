@@ -23,6 +23,7 @@ from mmengine.runner import Runner
 
 import xmodal.engine  # noqa: F401  (atomic checkpoint writes, trusted loading)
 from xmodal.apis.config import load_config, set_max_epochs
+from xmodal.apis.errors import cli_errors
 from xmodal.apis.stages import is_staged, run_stages, set_stage_epochs, test_config
 from xmodal.engine.checkpoint import atomic_write_bytes, load_weights, resolve_checkpoint
 from xmodal.engine.hooks import EpochHistoryHook, ProgressBarHook, add_default_hooks, unwrap
@@ -225,7 +226,7 @@ def _needed(methods: list[str] | None, runs: list[DemoRun] = RUNS) -> list[DemoR
         return runs
     unknown = set(methods) - {r.method for r in runs}
     if unknown:
-        raise SystemExit(f"demo: unknown method(s) {sorted(unknown)} for this task; choose from "
+        raise ValueError(f"--methods: unknown method(s) {sorted(unknown)} for this task; choose from "
                          f"{[r.method for r in runs]}")
     wanted = set(methods)
     for run in runs:
@@ -257,6 +258,7 @@ def run_all(runs: list[DemoRun], seeds: list[int], out: Path, console, make_conf
     return results
 
 
+@cli_errors
 def main(argv: list[str] | None = None) -> dict:
     from rich.console import Console
 
@@ -271,6 +273,7 @@ def main(argv: list[str] | None = None) -> dict:
         from xmodal.apis.demo_bev import run_demo as run_bev_demo
 
         return run_bev_demo(args, Console())
+    runs = _needed(args.methods)  # a bad --methods fails before anything is written
     epochs = args.epochs or (4 if args.quick else 30)
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
@@ -279,7 +282,7 @@ def main(argv: list[str] | None = None) -> dict:
     with console.status("digits-av: building the dataset (first run only; cached afterwards)..."):
         root = build_digits_av()
     console.print(f"digits-av at {root}")
-    results = run_all(_needed(args.methods), args.seeds, out, console,
+    results = run_all(runs, args.seeds, out, console,
                       lambda run, seed_out, seed, dirs: _run_config(run, seed_out, seed, epochs, dirs), train_and_test)
     rows = aggregate(results)
     summary = {"dataset": "digits-av", "data_root": str(root), "seeds": args.seeds, "epochs": epochs,

@@ -135,6 +135,7 @@ def print_table(console, rows: list[dict]) -> None:
 def run_demo(args, console) -> dict:
     from xmodal.data.synthetic_scenes import build_synthetic_scenes
 
+    runs = _needed(args.methods, RUNS)  # a bad --methods fails before anything is written
     epochs = args.epochs or (1 if args.quick else 12)
     out = Path(args.out if args.out != "work_dirs/demo" else "work_dirs/demo_bev")
     out.mkdir(parents=True, exist_ok=True)
@@ -142,7 +143,7 @@ def run_demo(args, console) -> dict:
     with console.status("synthetic-scenes: rendering the dataset (first run only; cached afterwards)..."):
         root = build_synthetic_scenes()
     console.print(f"synthetic-scenes (synthetic) at {root}")
-    results = run_all(_needed(args.methods, RUNS), args.seeds, out, console,
+    results = run_all(runs, args.seeds, out, console,
                       lambda run, seed_out, seed, dirs: _config(run, seed_out, seed, epochs, dirs), train_and_test)
     rows = aggregate(results)
     first_seed = [r for r in results if r["seed"] == results[0]["seed"]]

@@ -69,6 +69,7 @@ def print_table(console, rows: list[dict]) -> None:
 def run_demo(args, console) -> dict:
     from xmodal.data.shapes_captions import build_shapes_captions
 
+    runs = _needed(args.methods, RUNS)  # a bad --methods fails before anything is written
     epochs = args.epochs or (2 if args.quick else 20)
     out = Path(args.out if args.out != "work_dirs/demo" else "work_dirs/demo_retrieval")
     out.mkdir(parents=True, exist_ok=True)
@@ -76,7 +77,7 @@ def run_demo(args, console) -> dict:
     with console.status("shapes-captions: rendering the dataset (first run only; cached afterwards)..."):
         root = build_shapes_captions()
     console.print(f"shapes-captions (synthetic) at {root}")
-    results = run_all(_needed(args.methods, RUNS), args.seeds, out, console,
+    results = run_all(runs, args.seeds, out, console,
                       lambda run, seed_out, seed, dirs: _config(run, seed_out, seed, epochs, dirs), train_and_test)
     rows = aggregate(results)
     summary = {"dataset": "shapes-captions (synthetic)", "data_root": str(root), "seeds": args.seeds,

@@ -24,6 +24,7 @@ import torch
 from torch.utils.data import Dataset
 
 from xmodal.data.errors import DatasetFormatError
+from xmodal.data.fingerprint import describe_json
 from xmodal.data.splits import split_problems
 from xmodal.registry import DATASETS, TRANSFORMS
 
@@ -92,6 +93,7 @@ class PairedDataset(Dataset):
         self.arrays = {m: self._open_modality(m, check_finite) for m in self.modalities}
         self.labels = self._open_labels()
         self.indices = self._read_split()
+        self.pipeline_cfg = [dict(t) if isinstance(t, dict) else None for t in pipeline]  # for fingerprint()
         self.pipeline = [TRANSFORMS.build(t) if isinstance(t, dict) else t for t in pipeline]
 
     # -- validation, one concern per method -------------------------------------------------
@@ -203,12 +205,14 @@ class PairedDataset(Dataset):
         return [type(t).__name__ for t in self.pipeline if getattr(t, "stochastic", False)]
 
     def fingerprint(self) -> str:
-        """Identifies what this split yields: the dataset files' description, split, modalities, pipeline."""
+        """Identifies what this split yields: the dataset files' description, split, modalities, and the
+        pipeline: each transform's config and its built state, torch modules' hyper-parameters and
+        buffers included (``describe``), so e.g. another ``n_mels`` gives another fingerprint."""
         digest = hashlib.sha256()
         for name in ("meta.json", "splits.json"):
             digest.update((self.data_root / name).read_bytes())
-        digest.update(repr((self.split, self.modalities, [repr(vars(t)) if hasattr(t, "__dict__") else repr(t)
-                                                          for t in self.pipeline])).encode())
+        digest.update(repr((self.split, self.modalities)).encode())
+        digest.update(describe_json([self.pipeline_cfg, self.pipeline]).encode())
         return digest.hexdigest()
 
     def __len__(self) -> int:

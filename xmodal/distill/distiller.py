@@ -53,11 +53,13 @@ class LossTerm:
         return [("student", self.student_key), (self.teacher, self.teacher_key), *self.inputs.values()]
 
 
-def build_teacher(name: str, spec: dict) -> nn.Module:
+def build_teacher(name: str, spec: dict, key: str | None = None) -> nn.Module:
     """``spec``: ``model`` (a model config) or ``config`` (a training config file whose ``model``
-    is used), plus ``checkpoint`` (a file, or the teacher's work dir to take its best_*.pth)."""
+    is used), plus ``checkpoint`` (a file, or the teacher's work dir to take its best_*.pth).
+    ``key``: the teacher's config key for messages (default ``model.teachers.<name>``)."""
+    key = key or f"model.teachers.{name}"
     if not isinstance(spec, dict) or ("model" not in spec) == ("config" not in spec):
-        raise ValueError(f"teacher '{name}': expected dict(model=<model config>) or dict(config='file.py'), "
+        raise ValueError(f"{key}: teacher '{name}': expected dict(model=<model config>) or dict(config='file.py'), "
                          f"plus checkpoint=...; got {spec!r}")
     model_cfg = spec["model"] if "model" in spec else Config.fromfile(spec["config"]).model
     teacher = MODELS.build(model_cfg)
@@ -65,7 +67,7 @@ def build_teacher(name: str, spec: dict) -> nn.Module:
     if checkpoint is None:
         # a model that loads its own published weights (``pretrained=<local file or dir>``) needs no checkpoint
         if model_cfg.get("pretrained") is None and not spec.get("allow_random_init", False):
-            raise ValueError(f"teacher '{name}' has no 'checkpoint': train the teacher first and set "
+            raise ValueError(f"{key}: teacher '{name}' has no 'checkpoint': train the teacher first and set "
                              f"checkpoint to its best_*.pth or work dir, or give the model its own "
                              f"pretrained=<local weights> (or allow_random_init=True for tests)")
     else:
@@ -86,6 +88,10 @@ def _output_or_module(model: nn.Module, key: str, owner: str) -> str:
     near = difflib.get_close_matches(key, choices, n=5, cutoff=0.4)
     raise KeyError(f"{owner}: '{key}' is neither an output key {list(getattr(model, 'output_keys', ()))} "
                    f"nor a module path; nearest: {near}")
+
+
+def _who(owner: str) -> str:
+    return "the student" if owner == "student" else f"teacher '{owner}'"
 
 
 @MODELS.register_module()
@@ -123,7 +129,7 @@ class Distiller(BaseModel):
         return key not in getattr(model, "output_keys", ())
 
     def _add_term(self, index: int, cfg: dict) -> LossTerm:
-        where = f"losses[{index}] ({cfg.get('type', '?')})"
+        where = f"model.losses[{index}] ({cfg.get('type', '?')})"  # the config key, as errors.py names keys
         for key in ("type", "student", "teacher"):
             if key not in cfg:
                 raise KeyError(f"{where}: required key '{key}' missing; a term looks like "
@@ -181,9 +187,28 @@ class Distiller(BaseModel):
         """Cached rows per (teacher, key), indexed by the batch's ``index``; ``None`` runs the teachers."""
         self._cache = outputs
 
+    def check_modalities(self, batch: dict, owners: list[str]) -> None:
+        """Before any model runs, name the one ("student" or a teacher) that reads a modality the batch
+        lacks (models declare theirs as ``modalities``). The dataset is only known once batches arrive,
+        so this is the earliest place a teacher/student modality mismatch can be caught."""
+        reads = {}
+        for owner in owners:
+            model = self.student if owner == "student" else self.teachers[owner]
+            declared = getattr(model, "modalities", None)
+            reads[owner] = list(declared) if isinstance(declared, (list, tuple)) else []
+        for owner, needed in reads.items():
+            missing = [m for m in needed if m not in batch]
+            if missing:
+                readers = ", ".join(f"{_who(o)} reads {m}" for o, m in reads.items() if m)
+                key = "model.student" if owner == "student" else f"model.teachers.{owner}"
+                raise KeyError(f"{key}: {_who(owner)} reads modality {missing}, which the batch does not have "
+                               f"(batch keys: {sorted(batch)}); add it to train_dataloader.dataset.modalities "
+                               f"({readers})")
+
     @torch.no_grad()
     def teacher_features(self, batch: dict, names: list[str]) -> dict[str, dict[str, torch.Tensor]]:
         """Run the named teachers: ``{teacher: {output key or recorded module path: tensor}}``."""
+        self.check_modalities(batch, names)
         features = {}
         for name in names:
             outputs = self.teachers[name](mode="tensor", **batch)
@@ -206,10 +231,12 @@ class Distiller(BaseModel):
         return features
 
     def distill_losses(self, batch: dict) -> dict[str, torch.Tensor]:
+        cached = self.cache_spec.teachers if self.cache_spec is not None and self.training else []
+        running = [n for n in self._used_teachers if n not in cached]
+        self.check_modalities(batch, ["student", *running])
         student_out = self.student(mode="tensor", **batch)
         student_rec = self._student_recorder.pop()
-        cached = self.cache_spec.teachers if self.cache_spec is not None and self.training else []
-        teacher = self.teacher_features(batch, [n for n in self._used_teachers if n not in cached])
+        teacher = self.teacher_features(batch, running)
         if cached:
             teacher.update(self._cached_features(batch))
         losses = {}

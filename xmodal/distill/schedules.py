@@ -3,6 +3,8 @@ at its current parameters)."""
 
 from __future__ import annotations
 
+import math
+
 from mmengine.hooks import Hook
 
 from xmodal.engine.hooks import unwrap
@@ -79,10 +81,14 @@ class TAIDHook(Hook):
 
     def after_train_iter(self, runner, batch_idx: int, data_batch=None, outputs=None) -> None:
         progress = runner.iter / max(runner.max_iters, 1)
+        # the non-finite loss guard returns {} for a batch it skipped (nan_guard=dict(action="skip")): no
+        # optimizer step was taken, so the schedule does not move either
+        skipped = isinstance(outputs, dict) and not outputs
         for name, loss in self._losses(runner).items():
-            if loss.last_cross_entropy is None:
-                continue
-            loss.set_t(self.schedules[name].step(float(loss.t), loss.last_cross_entropy, progress))
+            value, loss.last_cross_entropy = loss.last_cross_entropy, None  # each step's value is used once
+            if skipped or value is None or not math.isfinite(value):
+                continue  # a NaN would poison the schedule's momentum, and with it t, for good
+            loss.set_t(self.schedules[name].step(float(loss.t), value, progress))
             runner.message_hub.update_scalar(f"train/taid_t/{name}", float(loss.t))
 
     def before_save_checkpoint(self, runner, checkpoint: dict) -> None:

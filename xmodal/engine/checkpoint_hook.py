@@ -18,6 +18,9 @@ mmengine 0.10.7:
   ``last_checkpoint`` (atomically), and only then is the old file deleted.
 * **Leftovers cleared.** Temp files of writes killed before their rename are deleted when training
   starts.
+* **Resumable files only.** ``--resume`` with a file that has no ``meta.epoch`` / ``meta.iter`` (a
+  student-only ``student_best.pth``, exported weights) is refused with a message that points to the
+  epoch checkpoints and to ``load_from``, instead of mmengine's bare ``KeyError: 'epoch'``.
 * **No silent replay.** mmengine's ``EpochBasedTrainLoop`` resumes at the start of the checkpoint's
   epoch; from a checkpoint written mid-epoch (``by_epoch=False`` in an epoch-based loop) it would
   train that epoch's first batches twice. Resuming from such a checkpoint is refused.
@@ -51,10 +54,20 @@ class ResumableCheckpointHook(MMEngineCheckpointHook):
                     runner.logger.info(f"removed {path.name}, left by an interrupted checkpoint write")
 
     def after_load_checkpoint(self, runner, checkpoint: dict) -> None:
-        loop = runner._train_loop
-        if not runner._resume or not isinstance(loop, EpochBasedTrainLoop):
+        if not runner._resume:
             return
         meta = checkpoint.get("meta") or {}
+        missing = [key for key in ("epoch", "iter") if key not in meta]
+        if missing:  # mmengine would stop on a bare KeyError('epoch')
+            path = getattr(runner, "_load_from", None) or "the checkpoint"
+            raise CheckpointError(
+                f"{path}: not a training checkpoint, its meta has no {missing}: a student-only or weights-only "
+                f"file (such as student_best.pth) cannot be resumed. --resume needs a full checkpoint written "
+                f"during training (WORK_DIR/epoch_N.pth, or --resume alone for the latest); to start a new run "
+                f"from these weights use --cfg-options load_from={path} without --resume")
+        loop = runner._train_loop
+        if not isinstance(loop, EpochBasedTrainLoop):
+            return
         epoch, iteration, per_epoch = meta.get("epoch"), meta.get("iter"), len(loop.dataloader)
         if epoch is not None and iteration is not None and iteration != epoch * per_epoch:
             raise CheckpointError(

@@ -13,9 +13,11 @@ from torch.utils.data import DataLoader
 
 from xmodal.distill.mst.members import MASKS_FILE
 from xmodal.distill.teacher_cache import check_cacheable, load_or_build
-from xmodal.engine.checkpoint import load_checkpoint_file, save_checkpoint_file
+from xmodal.engine.checkpoint import atomic_write_bytes, load_checkpoint_file, save_checkpoint_file
 from xmodal.engine.hooks import unwrap
 from xmodal.registry import HOOKS
+
+USAGE_FILE = "router_usage.jsonl"  # one line per epoch: {"epoch", "usage", "weights"}
 
 
 @HOOKS.register_module()
@@ -77,8 +79,25 @@ class RouterHook(Hook):
                            + ", ".join(f"{n} {u:.1%}" for n, u in usage.items())
                            + " | weights " + ", ".join(f"w_{k}={v:.4g}" for k, v in model.weights.items()))
         runner.visualizer.add_scalars({f"router/{n}": u for n, u in usage.items()}, step=runner.epoch + 1)
-        with open(Path(runner.work_dir) / "router_usage.jsonl", "a") as f:
-            f.write(json.dumps({"epoch": runner.epoch + 1, "usage": usage, "weights": model.weights}) + "\n")
+        write_epoch_record(Path(runner.work_dir) / USAGE_FILE,
+                           {"epoch": runner.epoch + 1, "usage": usage, "weights": model.weights})
+
+
+def write_epoch_record(path: Path, record: dict) -> None:
+    """Put ``record`` (with an ``epoch``) into the JSON-lines file ``path`` as the last line, dropping the
+    lines of that epoch and later ones. The line is written before the epoch's checkpoint, so a run killed
+    in between (or resumed from an earlier checkpoint) writes those epochs again: this keeps one line per
+    epoch. The file is replaced atomically, so a kill never leaves a half-written line."""
+    kept = []
+    if path.is_file():
+        for line in path.read_text().splitlines():
+            try:
+                earlier = json.loads(line)["epoch"] < record["epoch"]
+            except (ValueError, KeyError, TypeError):
+                continue  # a torn line from an older run: it is rewritten below or was never complete
+            if earlier:
+                kept.append(line)
+    atomic_write_bytes("".join(line + "\n" for line in [*kept, json.dumps(record)]).encode(), path)
 
 
 @HOOKS.register_module()

@@ -35,7 +35,7 @@ class RetrievalDistiller(BaseModel):
             raise ValueError(f"RetrievalDistiller: directions must be a non-empty subset of {DIRECTIONS}, "
                              f"got {tuple(directions)}")
         self.student = MODELS.build(student)
-        self.teacher = build_teacher("teacher", teacher)
+        self.teacher = build_teacher("teacher", teacher, key="model.teacher")
         for method in ("prepare", "pair_scores"):
             if not hasattr(self.teacher, method) and not (method == "prepare" and hasattr(self.teacher, "extract")):
                 raise TypeError(f"RetrievalDistiller: the teacher ({type(self.teacher).__name__}) has no '{method}'; "
