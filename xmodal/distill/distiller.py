@@ -244,7 +244,8 @@ class Distiller(BaseModel):
             # classifiers learn from batch["label"]; a model with task_loss_input = "batch" (a detector) reads the batch
             wants_batch = getattr(self.student, "task_loss_input", "label") == "batch"
             task = self.student.task_loss(student_out, batch if wants_batch else batch["label"])
-            losses.update({k: v * self.task_loss_weight for k, v in task.items()})
+            weight = self.task_loss_weight
+            losses.update({k: v * weight if weight != 1 else v for k, v in task.items()})  # no graph node for 1
         for term, loss in zip(self.terms, self.loss_modules):
             s = self._pick(student_out, student_rec, term.student_key)
             t = teacher[term.teacher][term.teacher_key]
@@ -264,7 +265,7 @@ class Distiller(BaseModel):
             if term.wants_target:
                 extra["target"] = batch.get("label")
             value = loss(s, t, **extra)
-            losses[f"loss_{term.name}"] = term.weight * value
+            losses[f"loss_{term.name}"] = term.weight * value if term.weight != 1 else value
         return losses
 
     def forward(self, mode: str = "tensor", **batch):
