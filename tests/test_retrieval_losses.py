@@ -139,7 +139,7 @@ def test_distiller_asks_the_teacher_only_about_mined_candidates(monkeypatch):
     from xmodal.distill.retrieval import distiller as module
 
     teacher = _CountingTeacher()
-    monkeypatch.setattr(module, "build_teacher", lambda name, spec: teacher)
+    monkeypatch.setattr(module, "build_teacher", lambda name, spec, **kwargs: teacher)
     d = RetrievalDistiller(student=dict(type="DualEncoder", model_name="xmodal-tiny-clip"), teacher=dict(),
                            loss=dict(type="CPRDLoss"), num_negatives=2).train()
     batch = dict(image=torch.rand(5, 3, 32, 32), text=["a", "bb", "ccc", "dddd", "eeeee"],

@@ -277,7 +277,7 @@ def test_resume_from_safetensors_says_what_is_missing(setup, tmp_path, capsys):
     st = tmp_path / "weights.safetensors"
     save_checkpoint_file({"state_dict": model.state_dict()}, st)
     line = _fails_with_one_error_line(train_api.main, [str(config), "--resume", str(st), *_work(tmp_path)], capsys)
-    assert f"{st}: a .safetensors file holds weights only, not 'meta'" in line and "load_from" in line
+    assert f"{st}: not a training checkpoint" in line and f"load_from={st} without --resume" in line
 
 
 def test_safetensors_converts_to_pth_and_back(setup, tmp_path):
