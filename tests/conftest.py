@@ -51,3 +51,23 @@ def tiny_dataset(tmp_path):
 
 
 REPO = Path(__file__).resolve().parents[1]
+
+
+def write_tiny_av(root: Path) -> Path:
+    """48 image (1x12x12) + audio (1x8x8) samples of 3 classes shifted apart, split 32 / 8 / 8:
+    small enough for multi-stage and kill/resume runs, separable enough to learn."""
+    rng = np.random.default_rng(0)
+    root.mkdir()
+    n, labels = 48, np.arange(48) % 3
+    image = (rng.normal(size=(n, 1, 12, 12)) + labels[:, None, None, None]).astype(np.float32)
+    audio = (rng.normal(size=(n, 1, 8, 8)) - labels[:, None, None, None]).astype(np.float32)
+    np.save(root / "image.npy", image)
+    np.save(root / "audio.npy", audio)
+    np.save(root / "labels.npy", labels.astype(np.int64))
+    (root / "meta.json").write_text(json.dumps({
+        "name": "tiny-av", "task": "classification", "classes": ["a", "b", "c"],
+        "modalities": {"image": {"shape": [1, 12, 12], "dtype": "float32"},
+                       "audio": {"shape": [1, 8, 8], "dtype": "float32"}}}))
+    order = rng.permutation(n).tolist()
+    (root / "splits.json").write_text(json.dumps({"train": order[:32], "val": order[32:40], "test": order[40:]}))
+    return root

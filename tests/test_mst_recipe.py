@@ -6,14 +6,13 @@ import os
 import subprocess
 import sys
 
-import numpy as np
 import pytest
 import torch
 from mmengine.config import Config
 from mmengine.hooks import Hook
 from mmengine.runner import Runner
 
-from tests.conftest import REPO
+from tests.conftest import REPO, write_tiny_av
 from xmodal.apis.stages import stage_config
 
 pytestmark = pytest.mark.slow
@@ -70,21 +69,7 @@ stages = [
 @pytest.fixture(scope="module")
 def recipe(tmp_path_factory):
     tmp = tmp_path_factory.mktemp("mst")
-    rng = np.random.default_rng(0)
-    root = tmp / "data"
-    root.mkdir()
-    n, labels = 48, np.arange(48) % 3
-    image = (rng.normal(size=(n, 1, 12, 12)) + labels[:, None, None, None]).astype(np.float32)
-    audio = (rng.normal(size=(n, 1, 8, 8)) - labels[:, None, None, None]).astype(np.float32)
-    np.save(root / "image.npy", image)
-    np.save(root / "audio.npy", audio)
-    np.save(root / "labels.npy", labels.astype(np.int64))
-    (root / "meta.json").write_text(json.dumps({
-        "name": "tiny-av", "task": "classification", "classes": ["a", "b", "c"],
-        "modalities": {"image": {"shape": [1, 12, 12], "dtype": "float32"},
-                       "audio": {"shape": [1, 8, 8], "dtype": "float32"}}}))
-    order = rng.permutation(n).tolist()
-    (root / "splits.json").write_text(json.dumps({"train": order[:32], "val": order[32:40], "test": order[40:]}))
+    root = write_tiny_av(tmp / "data")
     config = tmp / "mst_tiny.py"
     config.write_text(CONFIG.format(runtime=str(REPO / "configs/_base_/default_runtime.py"), root=str(root)))
     return config, tmp / "work"

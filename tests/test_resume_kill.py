@@ -15,7 +15,7 @@ import numpy as np
 import pytest
 import torch
 
-from tests.conftest import REPO
+from tests.conftest import REPO, write_tiny_av
 from xmodal.engine.checkpoint import load_checkpoint_file, save_checkpoint_file
 
 pytestmark = pytest.mark.slow
@@ -103,20 +103,7 @@ stages = [
 
 
 def _write_data(root):
-    rng = np.random.default_rng(0)
-    root.mkdir()
-    n, labels = 48, np.arange(48) % 3
-    image = (rng.normal(size=(n, 1, 12, 12)) + labels[:, None, None, None]).astype(np.float32)
-    audio = (rng.normal(size=(n, 1, 8, 8)) - labels[:, None, None, None]).astype(np.float32)
-    np.save(root / "image.npy", image)
-    np.save(root / "audio.npy", audio)
-    np.save(root / "labels.npy", labels.astype(np.int64))
-    (root / "meta.json").write_text(json.dumps({
-        "name": "tiny-av", "task": "classification", "classes": ["a", "b", "c"],
-        "modalities": {"image": {"shape": [1, 12, 12], "dtype": "float32"},
-                       "audio": {"shape": [1, 8, 8], "dtype": "float32"}}}))
-    order = rng.permutation(n).tolist()
-    (root / "splits.json").write_text(json.dumps({"train": order[:32], "val": order[32:40], "test": order[40:]}))
+    write_tiny_av(root)
 
 
 def _train(config, work_dir, kill_at=None, resume=False, write_log=None):
