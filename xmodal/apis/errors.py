@@ -30,8 +30,10 @@ F = TypeVar("F", bound=Callable)
 
 # ValueError covers DatasetFormatError and ConfigError; CheckpointError and StageError are RuntimeErrors
 # listed by name in user_error_types.
+# ModuleNotFoundError: an optional dependency a config needs is not installed (the message says how).
 USER_ERRORS: tuple[type[BaseException], ...] = (ValueError, FileNotFoundError, FileExistsError, KeyError,
-                                                 NotADirectoryError, IsADirectoryError, PermissionError)
+                                                 NotADirectoryError, IsADirectoryError, PermissionError,
+                                                 ModuleNotFoundError)
 EXIT_USER_ERROR = 2
 
 

@@ -6,7 +6,8 @@ from xmodal.models.bev.centerpoint_head import CenterPointHead
 from xmodal.models.bev.detector import BEVDetector
 from xmodal.models.bev.fusion import ConvBEVFuser
 from xmodal.models.bev.lift_splat import LiftSplatCamera
+from xmodal.models.bev.mmdet3d_detector import MMDet3DDetector
 from xmodal.models.bev.pillars import PillarFeatureNet
 
-__all__ = ["BEVDetector", "CenterPointHead", "ConvBEVFuser", "LiftSplatCamera", "PillarFeatureNet",
+__all__ = ["BEVDetector", "CenterPointHead", "ConvBEVFuser", "LiftSplatCamera", "MMDet3DDetector", "PillarFeatureNet",
            "SECONDFPNBackbone"]
