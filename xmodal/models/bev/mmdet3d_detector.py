@@ -70,9 +70,11 @@ class MMDet3DDetector(BaseModel):
         _import_mmdet3d()
         from mmdet3d.registry import MODELS as MMDET3D_MODELS
         from mmengine.config import Config
+        from mmengine.registry import DefaultScope
 
         spec = Config.fromfile(detector).model if isinstance(detector, str) else dict(detector)
-        self.detector = MMDET3D_MODELS.build(spec)
+        with DefaultScope.overwrite_default_scope("mmdet3d"):  # its parts name mmdet3d / mmdet types
+            self.detector = MMDET3D_MODELS.build(spec)
         self.class_names = list(class_names)
         self.features = dict(DEFAULT_FEATURES if features is None else features)
         self._captured: dict[str, torch.Tensor] = {}
@@ -84,10 +86,19 @@ class MMDet3DDetector(BaseModel):
                 raise KeyError(f"MMDet3DDetector: features[{name!r}] = {path!r} is not a module of "
                                f"{type(self.detector).__name__}; close: {close}")
             modules[path].register_forward_hook(self._capture(name, path))
+        self._head_output = None
+        head = getattr(self.detector, "pts_bbox_head", None)
+        if head is not None:
+            head.register_forward_hook(self._keep_head_output)
+        centerpoint = head is not None and hasattr(head, "task_heads")
+        self.output_keys = (*self.features, *(("heatmap",) if centerpoint else ()))  # what loss terms can read
         if checkpoint is not None:
             from xmodal.engine.checkpoint import load_weights
 
             load_weights(self.detector, checkpoint, what="mmdet3d detector")
+
+    def _keep_head_output(self, module, args, output) -> None:
+        self._head_output = output
 
     def _capture(self, name: str, path: str):
         def hook(module, args, output):
@@ -119,16 +130,22 @@ class MMDet3DDetector(BaseModel):
         data = {"inputs": {"points": [p.float() for p in batch["points"]]}, "data_samples": self._data_samples(batch)}
         return self.detector.data_preprocessor(data, training=self.training)
 
-    def _head_heatmap(self, data: dict) -> torch.Tensor | None:
+    def _head_heatmap(self) -> torch.Tensor | None:
+        """Class logits of a CenterPoint head, tasks concatenated: captured when the loss pass ran the
+        head, else the head is run on the captured neck output (``bev_high``)."""
         head = getattr(self.detector, "pts_bbox_head", None)
-        if head is None or not hasattr(head, "task_heads") or "bev_high" not in self._captured:
+        if head is None or not hasattr(head, "task_heads"):
             return None
-        tasks = head([self._captured["bev_high"]])[0]  # CenterHead: per task [dict(heatmap=..., reg=...)]
-        return torch.cat([task[0]["heatmap"] for task in tasks], dim=1)
+        tasks = self._head_output
+        if tasks is None:
+            if "bev_high" not in self._captured:
+                return None
+            tasks = head([self._captured["bev_high"]])
+        return torch.cat([task[0]["heatmap"] for task in tasks], dim=1)  # per task: [dict(heatmap=...)]
 
     # -- modes --------------------------------------------------------------------------------------
     def _tensor(self, batch: Mapping) -> dict[str, torch.Tensor]:
-        self._captured = {}
+        self._captured, self._head_output = {}, None
         data = self._prepare(batch)
         if self.training and "gt_boxes" in batch:  # one pass: features (hooks) and mmdet3d's losses
             self._losses = self.detector.loss(data["inputs"], data["data_samples"])
@@ -136,7 +153,7 @@ class MMDet3DDetector(BaseModel):
             metas = [s.metainfo for s in data["data_samples"]]
             self.detector.extract_feat(data["inputs"], metas)
         outputs = dict(self._captured)
-        heatmap = self._head_heatmap(data)
+        heatmap = self._head_heatmap()
         if heatmap is not None:
             outputs["heatmap"] = heatmap
         return outputs
