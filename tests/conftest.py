@@ -71,3 +71,21 @@ def write_tiny_av(root: Path) -> Path:
     order = rng.permutation(n).tolist()
     (root / "splits.json").write_text(json.dumps({"train": order[:32], "val": order[32:40], "test": order[40:]}))
     return root
+
+
+SMALL_SCENES = dict(num_samples=12, split_fractions=[0.5, 0.25, 0.25])
+
+
+def small_bev_config(path, work_dir: Path):
+    """A synthetic-scenes BEV config shrunk for tests: 12 scenes, batch 2, one epoch, quiet logs."""
+    from xmodal.apis.config import load_config, set_max_epochs
+
+    cfg = load_config(REPO / path, work_dir=str(work_dir))
+    set_max_epochs(cfg, 1)
+    cfg.train_cfg.val_interval = 1
+    for split in ("train", "val", "test"):
+        cfg[f"{split}_dataloader"].dataset.update(SMALL_SCENES)
+        cfg[f"{split}_dataloader"].batch_size = 2
+    cfg.log_level = "ERROR"
+    cfg.visualizer = dict(type="Visualizer", vis_backends=[dict(type="LocalVisBackend")])
+    return cfg

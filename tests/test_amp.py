@@ -17,6 +17,7 @@ from mmengine.hooks import Hook
 from mmengine.optim import OptimWrapper
 
 from tests.conftest import REPO
+from tests.test_distiller import KD, STUDENT, TEACHER  # the same tiny image student and fusion teacher
 from xmodal.apis.config import enable_amp, load_config
 from xmodal.data.writer import write_dataset
 from xmodal.distill import Distiller
@@ -26,13 +27,6 @@ from xmodal.engine.hooks import unwrap
 from xmodal.engine.optim_wrapper import CPUBf16OptimWrapper
 from xmodal.models import ModalityClassifier
 from xmodal.registry import HOOKS, OPTIM_WRAPPERS
-
-IMAGE = dict(type="LeNet5", input_size=28, out_dim=16)
-AUDIO = dict(type="SpectrogramCNN", channels=(4, 8), out_dim=12)
-STUDENT = dict(type="ModalityClassifier", encoders=dict(image=IMAGE), head=dict(type="ClsHead", num_classes=4))
-TEACHER = dict(type="ModalityClassifier", encoders=dict(image=IMAGE, audio=AUDIO),
-               fusion=dict(type="ConcatFusion", out_dim=20), head=dict(type="ClsHead", num_classes=4))
-KD = dict(type="KDLoss", weight=0.5, student="logits", teacher="t0.logits", temperature=2.0)
 
 
 @pytest.fixture

@@ -3,15 +3,13 @@ camera detector with the three UniDistill terms from it; test metrics are nuScen
 UniDistill path config builds."""
 
 import json
-from pathlib import Path
 
 import numpy as np
 import pytest
 from mmengine.config import Config
 from mmengine.runner import Runner
 
-from tests.conftest import REPO
-from xmodal.apis.config import load_config, set_max_epochs
+from tests.conftest import REPO, small_bev_config
 from xmodal.distill.unidistill import UNIDISTILL_WEIGHTS, unidistill_terms
 from xmodal.engine.checkpoint import load_checkpoint_file
 
@@ -20,19 +18,7 @@ def _plain(value):
     return json.loads(json.dumps(value))  # tuples -> lists, as a config holds them
 
 
-SMALL = dict(num_samples=12, split_fractions=[0.5, 0.25, 0.25])
-
-
-def _small(path: str, work_dir: Path):
-    cfg = load_config(REPO / path, work_dir=str(work_dir))
-    set_max_epochs(cfg, 1)
-    cfg.train_cfg.val_interval = 1
-    for split in ("train", "val", "test"):
-        cfg[f"{split}_dataloader"].dataset.update(SMALL)
-        cfg[f"{split}_dataloader"].batch_size = 2
-    cfg.log_level = "ERROR"
-    cfg.visualizer = dict(type="Visualizer", vis_backends=[dict(type="LocalVisBackend")])
-    return cfg
+_small = small_bev_config
 
 
 @pytest.mark.slow

@@ -9,12 +9,11 @@ import pytest
 import torch
 from mmengine.runner import Runner
 
-from tests.conftest import REPO
-from xmodal.apis.config import load_config, set_max_epochs
+from tests.conftest import REPO, small_bev_config
+from xmodal.apis.config import load_config
 from xmodal.registry import MODELS
 
 CONFIG = REPO / "configs/bev/mmdet3d_centerpoint_pillar_synthetic.py"
-SMALL = dict(num_samples=12, split_fractions=[0.5, 0.25, 0.25])
 
 
 def test_missing_mmdet3d_names_the_install_script(monkeypatch):
@@ -24,15 +23,7 @@ def test_missing_mmdet3d_names_the_install_script(monkeypatch):
 
 
 def _small(work_dir):
-    cfg = load_config(CONFIG, work_dir=str(work_dir))
-    set_max_epochs(cfg, 1)
-    cfg.train_cfg.val_interval = 1
-    for split in ("train", "val", "test"):
-        cfg[f"{split}_dataloader"].dataset.update(SMALL)
-        cfg[f"{split}_dataloader"].batch_size = 2
-    cfg.log_level = "ERROR"
-    cfg.visualizer = dict(type="Visualizer", vis_backends=[dict(type="LocalVisBackend")])
-    return cfg
+    return small_bev_config(CONFIG, work_dir)
 
 
 @pytest.mark.slow
