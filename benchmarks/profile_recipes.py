@@ -11,7 +11,7 @@ checkpoint is needed:
 - ``kd``: ``configs/digits_av/kd_image_from_fusion.py``, the Distiller with a frozen fusion teacher
   and an image student; the teacher's checkpoint is replaced by ``allow_random_init``.
 - ``mst``: ``configs/mst_distill/mst_digits_image.py`` stage 3 (``MSTRouterDistiller``) without its
-  stage-2 input (``init_from`` dropped) and with ``TeacherCacheHook`` disabled: every step runs
+  stage-2 input (``init_from`` dropped) and with the teacher cache switched off: every step runs
   every teacher once per expert, with that expert's MaskNets hooked into the teacher.
 - ``mst-cached``: the same stage as the config runs it: the experts' logits are computed once
   before training (the time is printed) and read from the memory-mapped cache each step.
@@ -112,7 +112,7 @@ def kd_config(path: str) -> Config:
 
 def mst_config(path: str, cached: bool) -> Config:
     """The staged recipe's last stage, without its previous stage's weights; ``cached``: as configured
-    (TeacherCacheHook builds the expert cache), else the cache is off and teachers run every step."""
+    (the model's teacher_cache: TeacherCacheHook builds the expert cache), else the cache is off and teachers run every step."""
     from xmodal.apis.config import load_config
     from xmodal.apis.stages import is_staged, stage_config
 
@@ -121,15 +121,12 @@ def mst_config(path: str, cached: bool) -> Config:
         raise ValueError(f"{path}: --mst-config expects a staged recipe (stages=[...])")
     scfg = stage_config(cfg, len(cfg.stages))
     scfg.model.pop("init_from", None)
-    hooks = [dict(h) for h in scfg.get("custom_hooks") or []]
-    if not any(h.get("type") == "TeacherCacheHook" for h in hooks):
+    if scfg.model.get("teacher_cache") is None:
         if cached:
-            raise ValueError(f"{path}: the last stage has no TeacherCacheHook, so 'mst-cached' has nothing to profile")
+            raise ValueError(f"{path}: the last stage's model has no teacher_cache, so 'mst-cached' has nothing to "
+                             f"profile")
     else:
-        for h in hooks:
-            if h.get("type") == "TeacherCacheHook":
-                h["enabled"] = cached
-    scfg.custom_hooks = hooks
+        scfg.model.teacher_cache = {**scfg.model.teacher_cache, "enabled": cached}
     return scfg
 
 

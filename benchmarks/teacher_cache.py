@@ -130,7 +130,7 @@ def main(argv=None) -> None:
             live = median_epoch(model, wrapper, loader, args.epochs)
             model, wrapper, dataset, loader = build(dict(cfg, teacher_cache=dict()), root, args.batch_size)
             start = time.perf_counter()
-            model.attach_teacher_cache(build_distiller_cache(model, dataset, default_collate, Path(tmp) / "cache",
+            model.attach_cache(build_distiller_cache(model, dataset, default_collate, Path(tmp) / "cache",
                                                              args.batch_size))
             build_s = time.perf_counter() - start
             cached = median_epoch(model, wrapper, loader, args.epochs)

@@ -281,7 +281,7 @@ def test_registry_config_and_default_grid():
     model = MODELS.build(dict(type="BEVDetector", modality="lidar", class_names=["car"],
                               grid=dict(point_cloud_range=SMALL["point_cloud_range"], cell_size=0.6),
                               backbone=dict(type="SECONDFPNBackbone", **TINY_BACKBONE)))
-    assert model.grid.shape == (32, 32) and model.task_loss_input == "batch"
+    assert model.grid.shape == (32, 32)
     assert BEVDetector("lidar").grid.shape == (180, 180)  # nuScenes default: [-54, 54] m at 0.6 m
 
 

@@ -98,7 +98,7 @@ def test_two_head_model_outputs_and_labelled_only_task_loss():
     torch.testing.assert_close(out["logits"], torch.log_softmax(out["logits_main"], 1))  # α = 0 by default
     y = torch.tensor([1, -1, 3])
     expected = torch.nn.functional.cross_entropy(out["logits_main"][[0, 2]], y[[0, 2]])
-    assert model.task_loss(out, y)["loss_ce"].item() == pytest.approx(expected.item())
+    assert model.task_loss(out, {"label": y})["loss_ce"].item() == pytest.approx(expected.item())
     model.set_combiner(0.5, 2.0)
     assert set(model.state_dict()) >= {"combine_alpha", "combine_beta"}
     with pytest.raises(ValueError, match="alpha"):

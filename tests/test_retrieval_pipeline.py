@@ -17,7 +17,7 @@ from xmodal.apis import eval_retrieval
 from xmodal.apis.config import load_config, set_max_epochs
 from xmodal.cli import retrieval as retrieval_cli
 from xmodal.data.shapes_captions import COLOURS, ShapesCaptionsDataset, ShapesCaptionsSpec, build_shapes_captions
-from xmodal.distill.distiller import build_teacher
+from xmodal.distill.base import build_teacher
 from xmodal.engine.checkpoint import load_checkpoint_file
 
 SMALL = dict(num_images=60, split_fractions=[0.5, 0.25, 0.25])

@@ -14,7 +14,7 @@ from mmengine.config import Config
 from tests.conftest import REPO, write_dataset
 from xmodal.apis import test as test_api
 from xmodal.apis import train as train_api
-from xmodal.distill.distiller import build_teacher
+from xmodal.distill.base import build_teacher
 from xmodal.engine.checkpoint import CheckpointError, load_checkpoint_file, load_weights, save_checkpoint_file
 from xmodal.registry import MODELS
 

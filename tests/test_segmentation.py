@@ -108,12 +108,12 @@ def test_loss_ignores_void_pixels():
     label = torch.zeros(2, 32, 32, dtype=torch.long)
     label[:, :8, :8] = torch.randint(1, 5, (2, 8, 8))
     logits = torch.randn(2, 5, 32, 32, requires_grad=True)
-    loss = model.task_loss({"logits": logits}, label)["loss_ce"]
+    loss = model.task_loss({"logits": logits}, {"label": label})["loss_ce"]
     picked = logits.permute(0, 2, 3, 1)[label != 0]
     assert loss.item() == pytest.approx(F.cross_entropy(picked, label[label != 0]).item(), rel=1e-6)
     loss.backward()
     assert logits.grad[:, :, 8:, :].abs().sum() == 0 and logits.grad[:, :, :8, :8].abs().sum() > 0
-    all_void = model.task_loss({"logits": logits}, torch.zeros_like(label))["loss_ce"]
+    all_void = model.task_loss({"logits": logits}, {"label": torch.zeros_like(label)})["loss_ce"]
     assert all_void.item() == 0.0 and torch.isfinite(all_void)
 
 

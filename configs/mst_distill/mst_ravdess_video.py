@@ -52,7 +52,8 @@ stages = [
         model=dict(type="MSTRouterDistiller", student=student, teachers=teachers, mask_layers=mask_layers,
                    hidden_factor=2, num_heads=3, top_k=1, kd_mode="topk", temperature=4.0,
                    load_balance=dict(type="LoadBalanceLoss", mode="kl"), w_task=1.0, w_kl=1.0, w_lb=1.0,
-                   kl_decay=dict(factor=0.5, every=30), lb_decay=dict(factor=0.9, every=10), decay_at_epoch0=True),
+                   kl_decay=dict(factor=0.5, every=30), lb_decay=dict(factor=0.9, every=10), decay_at_epoch0=True,
+                   teacher_cache=dict()),
         optim_wrapper=dict(type="OptimWrapper", optimizer=dict(type="Adam", lr=1e-4)),  # official lr (README)
         param_scheduler=[dict(type="ConstantLR", factor=1.0, by_epoch=True, begin=0, end=100)],
         train_cfg=dict(by_epoch=True, max_epochs=100, val_interval=1),  # official epochs
@@ -63,7 +64,7 @@ stages = [
             dict(type="ClassificationMetric", num_classes=8, items=metric_items),
             dict(type="RouterUsageMetric", expert_names=expert_names),
         ],
-        custom_hooks=[dict(type="RNGStateHook"), dict(type="RouterHook"), dict(type="TeacherCacheHook"),
+        custom_hooks=[dict(type="RNGStateHook"), dict(type="RouterHook"),
                       dict(type="StudentExportHook")],
     ),
 ]

@@ -26,13 +26,11 @@ import inspect
 
 import numpy as np
 import torch
-from mmengine.config import Config
-from mmengine.model import BaseModel
 from torch import nn
 
+from xmodal.distill.base import BaseDistiller
 from xmodal.distill.distiller_cache import CacheSpec, parse_cache_spec
 from xmodal.distill.recorder import FeatureRecorder
-from xmodal.engine.checkpoint import load_weights, resolve_checkpoint
 from xmodal.registry import MODELS
 
 _TERM_KEYS = ("type", "weight", "student", "teacher", "name", "connector", "inputs")
@@ -53,30 +51,6 @@ class LossTerm:
         return [("student", self.student_key), (self.teacher, self.teacher_key), *self.inputs.values()]
 
 
-def build_teacher(name: str, spec: dict, key: str | None = None) -> nn.Module:
-    """``spec``: ``model`` (a model config) or ``config`` (a training config file whose ``model``
-    is used), plus ``checkpoint`` (a file, or the teacher's work dir to take its best_*.pth).
-    ``key``: the teacher's config key for messages (default ``model.teachers.<name>``)."""
-    key = key or f"model.teachers.{name}"
-    if not isinstance(spec, dict) or ("model" not in spec) == ("config" not in spec):
-        raise ValueError(f"{key}: teacher '{name}': expected dict(model=<model config>) or dict(config='file.py'), "
-                         f"plus checkpoint=...; got {spec!r}")
-    model_cfg = spec["model"] if "model" in spec else Config.fromfile(spec["config"]).model
-    teacher = MODELS.build(model_cfg)
-    checkpoint = spec.get("checkpoint")
-    if checkpoint is None:
-        # a model that loads its own published weights (``pretrained=<local file or dir>``) needs no checkpoint
-        if model_cfg.get("pretrained") is None and not spec.get("allow_random_init", False):
-            raise ValueError(f"{key}: teacher '{name}' has no 'checkpoint': train the teacher first and set "
-                             f"checkpoint to its best_*.pth or work dir, or give the model its own "
-                             f"pretrained=<local weights> (or allow_random_init=True for tests)")
-    else:
-        load_weights(teacher, resolve_checkpoint(checkpoint), what=f"teacher '{name}'")
-    teacher.eval()
-    teacher.requires_grad_(False)
-    return teacher
-
-
 def _output_or_module(model: nn.Module, key: str, owner: str) -> str:
     """'output' if ``key`` is one of the model's output keys, 'module' if it is a module path."""
     if key in getattr(model, "output_keys", ()):
@@ -95,15 +69,16 @@ def _who(owner: str) -> str:
 
 
 @MODELS.register_module()
-class Distiller(BaseModel):
+class Distiller(BaseDistiller):
     """Student + frozen teachers + loss terms. ``mode="predict"``/``"tensor"`` run the student only."""
 
+    cache_hook = "DistillerCacheHook"
+
     def __init__(self, student: dict, teachers: dict[str, dict], losses: list[dict], task_loss_weight: float = 1.0,
-                 teacher_cache: dict | None = None, data_preprocessor: dict | None = None,
-                 init_cfg: dict | None = None) -> None:
-        super().__init__(data_preprocessor=data_preprocessor, init_cfg=init_cfg)
-        self.student = MODELS.build(student)
-        self.teachers = nn.ModuleDict({name: build_teacher(name, spec) for name, spec in teachers.items()})
+                 teacher_cache: dict | None = None, init_from: str | None = None,
+                 data_preprocessor: dict | None = None, init_cfg: dict | None = None) -> None:
+        super().__init__(student, teachers, init_from=init_from, teacher_cache=teacher_cache,
+                         data_preprocessor=data_preprocessor, init_cfg=init_cfg)
         self.task_loss_weight = float(task_loss_weight)
         self.loss_modules = nn.ModuleList()
         self.connectors = nn.ModuleDict()
@@ -116,9 +91,8 @@ class Distiller(BaseModel):
             for name, teacher in self.teachers.items()
         }
         self._used_teachers = sorted({owner for owner, _ in refs if owner in self.teachers})
-        self.cache_spec: CacheSpec | None = None if teacher_cache is None else parse_cache_spec(
-            teacher_cache, refs, sorted(self.teachers))
-        self._cache: dict[tuple[str, str], np.ndarray] | None = None
+        self.cache_spec: CacheSpec | None = None if not self.cache_enabled else parse_cache_spec(
+            self.teacher_cache, refs, sorted(self.teachers))
 
     @classmethod
     def _module_keys(cls, refs: list[tuple[str, str]], owner: str, model: nn.Module) -> list[str]:
@@ -167,25 +141,9 @@ class Distiller(BaseModel):
         _output_or_module(model, key, f"{where}: inputs['{arg}']")
         return owner, key
 
-    def init_weights(self) -> None:
-        """Teachers are loaded from checkpoints and the student initialises itself when built."""
-
-    def train(self, mode: bool = True) -> Distiller:
-        super().train(mode)
-        self.teachers.eval()  # frozen: no dropout, no BatchNorm statistics updates
-        return self
-
-    def student_state_dict(self) -> dict[str, torch.Tensor]:
-        """The student's weights alone; they load into the plain student config."""
-        return self.student.state_dict()
-
     @staticmethod
     def _pick(outputs: dict, recorded: dict, key: str) -> torch.Tensor:
         return outputs[key] if key in outputs else recorded[key]
-
-    def attach_teacher_cache(self, outputs: dict[tuple[str, str], np.ndarray] | None) -> None:
-        """Cached rows per (teacher, key), indexed by the batch's ``index``; ``None`` runs the teachers."""
-        self._cache = outputs
 
     def check_modalities(self, batch: dict, owners: list[str]) -> None:
         """Before any model runs, name the one ("student" or a teacher) that reads a modality the batch
@@ -241,9 +199,7 @@ class Distiller(BaseModel):
             teacher.update(self._cached_features(batch))
         losses = {}
         if self.task_loss_weight:
-            # classifiers learn from batch["label"]; a model with task_loss_input = "batch" (a detector) reads the batch
-            wants_batch = getattr(self.student, "task_loss_input", "label") == "batch"
-            task = self.student.task_loss(student_out, batch if wants_batch else batch["label"])
+            task = self.student.task_loss(student_out, batch)  # labelled samples only (TaskModel)
             weight = self.task_loss_weight
             losses.update({k: v * weight if weight != 1 else v for k, v in task.items()})  # no graph node for 1
         for term, loss in zip(self.terms, self.loss_modules):
@@ -268,9 +224,8 @@ class Distiller(BaseModel):
             losses[f"loss_{term.name}"] = term.weight * value if term.weight != 1 else value
         return losses
 
-    def forward(self, mode: str = "tensor", **batch):
-        if mode == "loss":
-            return self.distill_losses(batch)
-        result = self.student(mode=mode, **batch)
-        self._student_recorder.pop()  # features are only needed for the loss
+    def forward(self, batch: dict | None = None, mode: str = "tensor", **inputs):
+        result = super().forward(batch, mode, **inputs)
+        if mode != "loss":
+            self._student_recorder.pop()  # features are only needed for the loss
         return result

@@ -30,7 +30,7 @@ from torch.utils.data import DataLoader
 from xmodal.distill.teacher_cache import check_cacheable, fingerprint, load_or_build_outputs
 from xmodal.registry import HOOKS
 
-CACHE_OPTIONS = ("dir", "outputs", "batch_size")
+CACHE_OPTIONS = ("dir", "outputs", "batch_size", "enabled")
 
 
 @dataclasses.dataclass
@@ -158,4 +158,4 @@ class DistillerCacheHook(Hook):
         arrays = build_distiller_cache(model, loader.dataset, loader.collate_fn, cache_dir,
                                        spec.batch_size or loader.batch_size or 1, loader.num_workers,
                                        dataset_cfg, runner.logger)
-        model.attach_teacher_cache(arrays)
+        model.attach_cache(arrays)

@@ -51,16 +51,15 @@ class RNGStateHook(Hook):
 
 def add_default_hooks(runner, cfg) -> None:
     """Hooks every training run gets whatever its config lists: :class:`RNGStateHook` (exact resume),
-    the non-finite loss guard (the config's ``nan_guard`` entry) and, for a Distiller with
-    ``teacher_cache``, the hook that builds the cache before training."""
-    from xmodal.distill.distiller_cache import DistillerCacheHook
-
+    the non-finite loss guard (the config's ``nan_guard`` entry) and, for a distiller whose config
+    switches ``teacher_cache`` on, the hook that builds the cache before training (its ``cache_hook``)."""
     format_config_text_once(runner)  # checkpoints store the config text; format it once, not per save
     if not any(isinstance(hook, RNGStateHook) for hook in runner.hooks):
         runner.register_hook(RNGStateHook())
-    wants_cache = getattr(unwrap(runner.model), "cache_spec", None) is not None
-    if wants_cache and not any(isinstance(hook, DistillerCacheHook) for hook in runner.hooks):
-        runner.register_hook(DistillerCacheHook())
+    model = unwrap(runner.model)
+    cache_hook = getattr(model, "cache_hook", None) if getattr(model, "cache_enabled", False) else None
+    if cache_hook and not any(type(hook).__name__ == cache_hook for hook in runner.hooks):
+        runner.register_hook(HOOKS.build(dict(type=cache_hook)))  # the distiller's teacher_cache=dict(...)
     guard = NonFiniteLossGuard.from_config(cfg.get("nan_guard"))
     if guard is not None and not any(isinstance(hook, NonFiniteLossGuard) for hook in runner.hooks):
         runner.register_hook(guard)

@@ -8,14 +8,14 @@ from __future__ import annotations
 
 import torch
 import torch.nn.functional as F
-from mmengine.model import BaseModel
 from torch import nn
 
+from xmodal.models.base import TaskModel
 from xmodal.registry import MODELS
 
 
 @MODELS.register_module()
-class ModalityClassifier(BaseModel):
+class ModalityClassifier(TaskModel):
     """Batch dict in, ``{"logits", "embedding"}`` out (``mode="tensor"``).
 
     Args:
@@ -26,6 +26,7 @@ class ModalityClassifier(BaseModel):
     """
 
     output_keys = ("logits", "embedding")
+    task_loss_names = ("loss_ce",)
 
     def __init__(self, encoders: dict, head: dict, fusion: dict | None = None, label_smoothing: float = 0.0,
                  data_preprocessor: dict | None = None, init_cfg: dict | None = None) -> None:
@@ -47,10 +48,6 @@ class ModalityClassifier(BaseModel):
         self.head = MODELS.build({**head, "in_dim": width})
         self.label_smoothing = label_smoothing
 
-    def init_weights(self) -> None:
-        """Modules initialise themselves when built (and load any given weights then), so the
-        Runner's init pass must not re-initialise them."""
-
     def extract(self, batch: dict) -> dict[str, torch.Tensor]:
         missing = [m for m in self.modalities if m not in batch]
         if missing:
@@ -62,23 +59,14 @@ class ModalityClassifier(BaseModel):
         embedding = features[self.modalities[0]] if self.fusion is None else self.fusion(features)
         return {"logits": self.head(embedding), "embedding": embedding}
 
-    def task_loss(self, outputs: dict[str, torch.Tensor], label: torch.Tensor) -> dict[str, torch.Tensor]:
-        return {"loss_ce": F.cross_entropy(outputs["logits"].float(), label, label_smoothing=self.label_smoothing)}
+    def supervised_loss(self, outputs: dict[str, torch.Tensor], batch: dict) -> dict[str, torch.Tensor]:
+        return {"loss_ce": F.cross_entropy(outputs["logits"].float(), batch["label"],
+                                           label_smoothing=self.label_smoothing)}
 
     @staticmethod
     def predictions(outputs: dict[str, torch.Tensor], batch: dict) -> list[dict]:
-        """One record per sample, so distributed evaluation can drop the sampler's padding."""
+        """One record per sample (``label`` −1 for an unlabelled one)."""
         logits = outputs["logits"].detach().float().cpu()
         labels = batch["label"].cpu()
         index = batch.get("index", torch.arange(len(labels))).cpu()
         return [{"logits": logits[i], "label": int(labels[i]), "index": int(index[i])} for i in range(len(labels))]
-
-    def forward(self, mode: str = "tensor", **batch):
-        outputs = self.extract(batch)
-        if mode == "tensor":
-            return outputs
-        if mode == "loss":
-            return self.task_loss(outputs, batch["label"])
-        if mode == "predict":
-            return self.predictions(outputs, batch)
-        raise ValueError(f"ModalityClassifier: unknown mode {mode!r}; expected 'tensor', 'loss' or 'predict'")

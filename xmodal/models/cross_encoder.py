@@ -21,10 +21,10 @@ from pathlib import Path
 import open_clip
 import torch
 import torch.nn.functional as F
-from mmengine.model import BaseModel
 from open_clip.constants import OPENAI_DATASET_MEAN, OPENAI_DATASET_STD
 from torch import nn
 
+from xmodal.models.base import TaskModel
 from xmodal.models.dual_encoder import DualEncoder, ImageNormalise, itc_loss, positives_mask
 from xmodal.registry import MODELS
 
@@ -68,8 +68,10 @@ class _HFTokenizer:
 
 
 @MODELS.register_module()
-class CrossEncoder(BaseModel):
+class CrossEncoder(TaskModel):
+    modalities = ("image", "text")
     output_keys = ("image_embedding", "text_embedding", "logit_scale")
+    task_loss_names = ("loss_itc", "loss_itm")
 
     def __init__(self, pretrained: str | None = None, config: dict | None = None, tokenizer: dict | None = None,
                  itm_weight: float = 1.0, data_preprocessor: dict | None = None, init_cfg: dict | None = None) -> None:
@@ -90,9 +92,6 @@ class CrossEncoder(BaseModel):
                                         self.blip.config.vision_config.image_size)
         self.itc_log_scale = nn.Parameter(torch.tensor(1 / 0.07).log())  # BLIP's ITC temperature 0.07
         self.itm_weight = float(itm_weight)
-
-    def init_weights(self) -> None:
-        """transformers initialises (or loads) the weights when the model is built."""
 
     @property
     def logit_scale(self) -> torch.Tensor:
@@ -141,7 +140,7 @@ class CrossEncoder(BaseModel):
                        text_embedding=F.normalize(self.blip.text_proj(hidden[:, 0, :]).float(), dim=-1))
         return out
 
-    def task_loss(self, outputs: dict, batch: dict) -> dict[str, torch.Tensor]:
+    def supervised_loss(self, outputs: dict, batch: dict) -> dict[str, torch.Tensor]:
         """BLIP's recipe: ITC, plus ITM on the positive pairs and on one hard negative per image and
         per text, drawn in proportion to the ITC similarity (same-image rows excluded)."""
         image_index = batch.get("image_index", torch.arange(len(batch["text"]), device=self._device()))
@@ -168,13 +167,3 @@ class CrossEncoder(BaseModel):
         return losses
 
     predictions = staticmethod(DualEncoder.predictions)
-
-    def forward(self, mode: str = "tensor", **batch):
-        outputs = self.extract(batch)
-        if mode == "tensor":
-            return outputs
-        if mode == "loss":
-            return self.task_loss(outputs, batch)
-        if mode == "predict":
-            return self.predictions(outputs, batch)
-        raise ValueError(f"CrossEncoder: unknown mode {mode!r}; expected 'tensor', 'loss' or 'predict'")

@@ -18,9 +18,9 @@ from pathlib import Path
 import open_clip
 import torch
 import torch.nn.functional as F
-from mmengine.model import BaseModel
 from torch import nn
 
+from xmodal.models.base import TaskModel
 from xmodal.registry import MODELS
 
 open_clip.add_model_config(Path(__file__).parent / "open_clip_configs")
@@ -64,8 +64,10 @@ class ImageNormalise(nn.Module):
 
 
 @MODELS.register_module()
-class DualEncoder(BaseModel):
+class DualEncoder(TaskModel):
+    modalities = ("image", "text")
     output_keys = ("image_embedding", "text_embedding", "logit_scale")
+    task_loss_names = ("loss_itc",)
 
     def __init__(self, model_name: str, pretrained: str | None = None, context_length: int | None = None,
                  data_preprocessor: dict | None = None, init_cfg: dict | None = None) -> None:
@@ -81,9 +83,6 @@ class DualEncoder(BaseModel):
         self.tokenizer = open_clip.get_tokenizer(model_name, context_length=context_length)
         cfg = self.clip.visual.preprocess_cfg
         self.normalise = ImageNormalise(cfg["mean"], cfg["std"], cfg["size"][0])
-
-    def init_weights(self) -> None:
-        """open_clip initialises (or loads) the weights when the model is built."""
 
     @property
     def logit_scale(self) -> torch.Tensor:
@@ -116,7 +115,7 @@ class DualEncoder(BaseModel):
         img, txt = outputs["image_embedding"][image_rows], outputs["text_embedding"][text_rows]
         return outputs["logit_scale"] * (img * txt).sum(-1)
 
-    def task_loss(self, outputs: dict, batch: dict) -> dict[str, torch.Tensor]:
+    def supervised_loss(self, outputs: dict, batch: dict) -> dict[str, torch.Tensor]:
         return {"loss_itc": itc_loss(outputs["image_embedding"], outputs["text_embedding"], outputs["logit_scale"],
                                      batch.get("image_index"))}
 
@@ -135,13 +134,3 @@ class DualEncoder(BaseModel):
                 record["text_index"] = int(index[i])
             records.append(record)
         return records
-
-    def forward(self, mode: str = "tensor", **batch):
-        outputs = self.extract(batch)
-        if mode == "tensor":
-            return outputs
-        if mode == "loss":
-            return self.task_loss(outputs, batch)
-        if mode == "predict":
-            return self.predictions(outputs, batch)
-        raise ValueError(f"DualEncoder: unknown mode {mode!r}; expected 'tensor', 'loss' or 'predict'")

@@ -12,7 +12,7 @@ and distillation gradients do not fight over one linear layer:
 
 Outputs (``mode="tensor"``): ``logits`` (the mixed prediction, as log-probabilities), ``logits_main``,
 ``logits_aux`` and ``embedding``. The task loss is cross-entropy on the main head; labels of −1
-mark unlabelled samples and are skipped.
+mark unlabelled samples and are skipped (by :class:`~xmodal.models.base.TaskModel`).
 """
 
 from __future__ import annotations
@@ -24,8 +24,6 @@ import torch.nn.functional as F
 
 from xmodal.models.classifier import ModalityClassifier
 from xmodal.registry import MODELS
-
-UNLABELLED = -1
 
 
 def mix_heads(main: torch.Tensor, aux: torch.Tensor, alpha: float, beta: float) -> torch.Tensor:
@@ -71,9 +69,7 @@ class DualHeadClassifier(ModalityClassifier):
         mixed = mix_heads(main, aux, float(self.combine_alpha), float(self.combine_beta))
         return {"logits": mixed, "logits_main": main, "logits_aux": aux, "embedding": outputs["embedding"]}
 
-    def task_loss(self, outputs: dict[str, torch.Tensor], label: torch.Tensor) -> dict[str, torch.Tensor]:
-        labelled = label != UNLABELLED
-        if not labelled.any():
-            return {"loss_ce": outputs["logits_main"].sum() * 0.0}
-        return {"loss_ce": F.cross_entropy(outputs["logits_main"].float()[labelled], label[labelled],
+    def supervised_loss(self, outputs: dict[str, torch.Tensor], batch: dict) -> dict[str, torch.Tensor]:
+        """Cross-entropy on the main head; the auxiliary head learns from the teacher alone."""
+        return {"loss_ce": F.cross_entropy(outputs["logits_main"].float(), batch["label"],
                                            label_smoothing=self.label_smoothing)}

@@ -27,9 +27,9 @@ from collections.abc import Sequence
 
 import torch
 import torch.nn.functional as F
-from mmengine.model import BaseModel
 from torch import nn
 
+from xmodal.models.base import UNLABELLED, TaskModel
 from xmodal.registry import MODELS
 
 VGG16_WIDTHS = (64, 128, 256, 512, 512)
@@ -127,7 +127,7 @@ def official_init(module: nn.Module, gain: float = 0.02) -> None:
 
 
 @MODELS.register_module()
-class FuseNetSegmenter(BaseModel):
+class FuseNetSegmenter(TaskModel):
     """Batch dict in, ``{"logits": (B, C, H, W), "embedding": (B, C5, H/32, W/32)}`` out.
 
     Args:
@@ -142,6 +142,7 @@ class FuseNetSegmenter(BaseModel):
     """
 
     output_keys = ("logits", "embedding")
+    task_loss_names = ("loss_ce",)
 
     def __init__(self, modalities: Sequence[str] = ("rgb", "depth"), in_channels: dict[str, int] | None = None,
                  num_classes: int = 41, ignore_index: int | None = 0, width: float = 1.0, dropout: float = 0.4,
@@ -166,9 +167,6 @@ class FuseNetSegmenter(BaseModel):
         if init == "official":
             official_init(self)
 
-    def init_weights(self) -> None:
-        """Initialised when built; the Runner's init pass must not redo it."""
-
     def extract(self, batch: dict) -> dict[str, torch.Tensor]:
         missing = [m for m in self.modalities if m not in batch]
         if missing:
@@ -183,13 +181,15 @@ class FuseNetSegmenter(BaseModel):
         logits = self.decoder(bottleneck, encoded["indices"], encoded["sizes"])
         return {"logits": logits, "embedding": bottleneck}
 
-    def task_loss(self, outputs: dict[str, torch.Tensor], label: torch.Tensor) -> dict[str, torch.Tensor]:
-        """Per-pixel cross-entropy, averaged over the pixels that are not ``ignore_index``."""
+    def supervised_loss(self, outputs: dict[str, torch.Tensor], batch: dict) -> dict[str, torch.Tensor]:
+        """Per-pixel cross-entropy, averaged over the pixels that are neither ``ignore_index`` nor
+        unlabelled (−1)."""
         logits = outputs["logits"].float()
         ignore = -100 if self.ignore_index is None else self.ignore_index
+        label = batch["label"].long().masked_fill(batch["label"] == UNLABELLED, ignore)
         if not (label != ignore).any():  # mean over no pixels would be NaN
             return {"loss_ce": logits.sum() * 0.0}
-        return {"loss_ce": F.cross_entropy(logits, label.long(), ignore_index=ignore)}
+        return {"loss_ce": F.cross_entropy(logits, label, ignore_index=ignore)}
 
     def predictions(self, outputs: dict[str, torch.Tensor], batch: dict) -> list[dict]:
         """One record per sample: the predicted and true maps (uint8 when they fit, so an evaluation
@@ -208,13 +208,3 @@ class FuseNetSegmenter(BaseModel):
         index = batch.get("index", torch.arange(len(labels))).cpu()
         return [{"pred": pred[i], "label": labels[i], "index": int(index[i]), "nll_sum": float(nll_sum[i]),
                  "num_pixels": int(count[i])} for i in range(len(labels))]
-
-    def forward(self, mode: str = "tensor", **batch):
-        outputs = self.extract(batch)
-        if mode == "tensor":
-            return outputs
-        if mode == "loss":
-            return self.task_loss(outputs, batch["label"])
-        if mode == "predict":
-            return self.predictions(outputs, batch)
-        raise ValueError(f"FuseNetSegmenter: unknown mode {mode!r}; expected 'tensor', 'loss' or 'predict'")

@@ -8,43 +8,44 @@ of its models. Teachers start from scratch unless their spec names a ``checkpoin
 from __future__ import annotations
 
 import torch
-from mmengine.model import BaseModel
 from torch import nn
 
+from xmodal.distill.base import BaseDistiller
 from xmodal.distill.losses.kd import soft_kl
 from xmodal.distill.mst.members import build_member
 from xmodal.registry import MODELS
 
 
 @MODELS.register_module()
-class MSTCoTrainer(BaseModel):
+class MSTCoTrainer(BaseDistiller):
+    """The teachers train here (``frozen_teachers = False``); a teacher spec may name a ``checkpoint``."""
+
+    frozen_teachers = False
+
     def __init__(self, student: dict, teachers: dict[str, dict], temperature: float = 4.0,
-                 detach_peers: bool = False, data_preprocessor: dict | None = None,
+                 detach_peers: bool = False, init_from: str | None = None, data_preprocessor: dict | None = None,
                  init_cfg: dict | None = None) -> None:
-        super().__init__(data_preprocessor=data_preprocessor, init_cfg=init_cfg)
-        if "student" in teachers:
-            raise ValueError("a teacher cannot be called 'student'")
-        self.student = build_member("student", {"model": student})
-        self.teachers = nn.ModuleDict({name: build_member(f"teacher '{name}'", spec)
-                                       for name, spec in teachers.items()})
+        super().__init__(student, teachers, init_from=init_from, data_preprocessor=data_preprocessor,
+                         init_cfg=init_cfg)
         self.temperature = float(temperature)
         self.detach_peers = detach_peers
 
-    def init_weights(self) -> None:
-        """Members initialise themselves (and load any given checkpoint) when built."""
+    def build_student(self, cfg: dict) -> nn.Module:
+        return build_member("student", {"model": cfg})
+
+    def build_teacher(self, name: str, spec: dict) -> nn.Module:
+        return build_member(f"teacher '{name}'", spec)
 
     def members(self) -> dict[str, nn.Module]:
         return {"student": self.student, **self.teachers}
 
-    def forward(self, mode: str = "tensor", **batch):
-        if mode != "loss":
-            return self.student(mode=mode, **batch)
+    def distill_losses(self, batch: dict) -> dict[str, torch.Tensor]:
         members = self.members()
         outputs = {name: model(mode="tensor", **batch) for name, model in members.items()}
         logits = {name: out["logits"] for name, out in outputs.items()}
         losses: dict[str, torch.Tensor] = {}
         for name, own in logits.items():
-            losses[f"loss_ce_{name}"] = members[name].task_loss(outputs[name], batch["label"])["loss_ce"]
+            losses[f"loss_ce_{name}"] = members[name].task_loss(outputs[name], batch)["loss_ce"]
             peers = [other.detach() if self.detach_peers else other for n, other in logits.items() if n != name]
             losses[f"loss_kl_{name}"] = sum(soft_kl(own, peer, self.temperature) for peer in peers)
         return losses

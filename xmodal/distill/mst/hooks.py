@@ -103,23 +103,30 @@ def write_epoch_record(path: Path, record: dict) -> None:
 @HOOKS.register_module()
 class TeacherCacheHook(Hook):
     """Stage 3: compute every expert's logits on the training split once (frozen teachers and masks,
-    fixed inputs) and serve them from a memory-mapped file for all epochs. ``cache_dir`` defaults to
-    ``<work_dir>/teacher_cache``; the entry is keyed by a fingerprint of weights and data."""
+    fixed inputs) and serve them from a memory-mapped file for all epochs. The entry is keyed by a
+    fingerprint of weights and data.
+
+    Switched on by the model's ``teacher_cache=dict(dir=None, batch_size=256)`` (``tools/train.py``
+    adds this hook then); the hook's own arguments, if given, win over the model's. ``dir`` defaults
+    to ``<work_dir>/teacher_cache``."""
 
     priority = "HIGH"
 
-    def __init__(self, enabled: bool = True, cache_dir: str | None = None, batch_size: int = 256) -> None:
+    def __init__(self, enabled: bool | None = None, cache_dir: str | None = None,
+                 batch_size: int | None = None) -> None:
         self.enabled, self.cache_dir, self.batch_size = enabled, cache_dir, batch_size
 
     def before_train(self, runner) -> None:
         model = unwrap(runner.model)
-        if not self.enabled:
+        options = getattr(model, "teacher_cache", None) or {}
+        enabled = self.enabled if self.enabled is not None else options.get("enabled", True)
+        if not enabled:
             model.attach_cache(None)
             return
         loader = runner.train_dataloader
-        dataset = loader.dataset
-        cache_dir = self.cache_dir or str(Path(runner.work_dir) / "teacher_cache")
-        model.attach_cache(build_expert_cache(model, dataset, loader.collate_fn, cache_dir, self.batch_size,
+        cache_dir = self.cache_dir or options.get("dir") or str(Path(runner.work_dir) / "teacher_cache")
+        batch_size = self.batch_size or options.get("batch_size") or 256
+        model.attach_cache(build_expert_cache(model, loader.dataset, loader.collate_fn, cache_dir, batch_size,
                                               runner.logger))
 
 

@@ -12,10 +12,11 @@ from __future__ import annotations
 
 import torch
 
+from xmodal.distill.base import freeze, merge_batch
 from xmodal.distill.losses.kd import soft_kl
 from xmodal.distill.mst.base import MaskedExpertsModel
 from xmodal.distill.mst.experts import expert_logits
-from xmodal.distill.mst.members import freeze, logits_of
+from xmodal.distill.mst.members import logits_of
 from xmodal.registry import MODELS
 
 
@@ -35,19 +36,15 @@ class MSTMaskTrainer(MaskedExpertsModel):
                  mask_shapes: dict | None = None, hidden_factor: int = 2, num_heads: int = 3,
                  temperature: float = 4.0, init_from: str | None = None, data_preprocessor: dict | None = None,
                  init_cfg: dict | None = None) -> None:
-        super().__init__(student, teachers, mask_layers, mask_shapes, hidden_factor, num_heads, False, init_from,
-                         data_preprocessor, init_cfg)
+        super().__init__(student, teachers, mask_layers, mask_shapes, hidden_factor, num_heads, stack_masks=False,
+                         init_from=init_from, data_preprocessor=data_preprocessor, init_cfg=init_cfg)
         self.temperature = float(temperature)
         freeze(self.student)
         freeze(self.teachers)
 
-    def init_weights(self) -> None:
-        """Members come from stage 1; MaskNets initialise themselves."""
-
     def train(self, mode: bool = True) -> MSTMaskTrainer:
         super().train(mode)
-        self.student.eval()
-        self.teachers.eval()
+        self.student.eval()  # frozen too: only the MaskNets learn
         return self
 
     def mask_kls(self, batch: dict, reduction: str = "batchmean") -> list[torch.Tensor]:
@@ -55,7 +52,8 @@ class MSTMaskTrainer(MaskedExpertsModel):
         return [soft_kl(expert_logits(self.teachers, self.masks, e, batch), target, self.temperature, reduction)
                 for e in self.experts]
 
-    def forward(self, mode: str = "tensor", **batch):
+    def forward(self, batch: dict | None = None, mode: str = "tensor", **inputs):
+        batch = merge_batch(self, batch, inputs)
         if mode == "loss":
             return {f"loss_mask{i}": kl for i, kl in enumerate(self.mask_kls(batch))}
         if mode == "predict":

@@ -7,20 +7,13 @@ loads by prefix.
 
 from __future__ import annotations
 
-import difflib
 from pathlib import Path
 
 import torch
 from mmengine.config import Config
 from torch import nn
 
-from xmodal.engine.checkpoint import (
-    CheckpointError,
-    load_checkpoint_file,
-    load_weights,
-    resolve_checkpoint,
-    state_dict_of,
-)
+from xmodal.engine.checkpoint import CheckpointError, load_checkpoint_file, load_weights, resolve_checkpoint
 from xmodal.registry import MODELS
 
 MASKS_FILE = "masks_best.pth"
@@ -44,29 +37,6 @@ def architecture_of(spec: dict) -> dict:
     if not isinstance(spec, dict) or ("model" not in spec) == ("config" not in spec):
         raise ValueError(f"expected dict(model=<model config>) or dict(config='file.py'); got {spec!r}")
     return spec["model"] if "model" in spec else Config.fromfile(spec["config"]).model
-
-
-def freeze(module: nn.Module) -> None:
-    module.eval()
-    module.requires_grad_(False)
-
-
-def load_parts(model: nn.Module, path: Path, prefixes: tuple[str, ...], what: str) -> None:
-    """Copy the weights under ``prefixes`` from a checkpoint into ``model``, strictly for those parts."""
-    state = state_dict_of(load_checkpoint_file(path))
-    expected = {k: v for k, v in model.state_dict().items() if k.startswith(prefixes)}
-    given = {k: v for k, v in state.items() if k.startswith(prefixes)}
-    missing, unexpected = sorted(set(expected) - set(given)), sorted(set(given) - set(expected))
-    wrong = [f"{k}: {tuple(given[k].shape)} vs {tuple(v.shape)}" for k, v in expected.items()
-             if k in given and given[k].shape != v.shape]
-    if missing or unexpected or wrong:
-        hint = difflib.get_close_matches(missing[0], unexpected, n=1) if missing else []
-        raise CheckpointError(
-            f"{path}: does not match the {what} (its teachers/student/mask configs changed since that stage ran?)\n"
-            f"  missing: {missing[:5]}{' ...' if len(missing) > 5 else ''}"
-            + (f" (checkpoint has '{hint[0]}')" if hint else "")
-            + f"\n  unexpected: {unexpected[:5]}\n  shape mismatches: {wrong[:5]}")
-    model.load_state_dict(given, strict=False)
 
 
 def previous_stage_checkpoint(stage_dir: str | Path, what: str) -> Path:

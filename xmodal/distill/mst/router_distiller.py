@@ -23,10 +23,11 @@ import torch
 import torch.nn.functional as F
 
 import xmodal.distill.mst.gate  # noqa: F401  (registers GateNet, GateNetDense)
+from xmodal.distill.base import freeze, merge_batch
 from xmodal.distill.losses.kd import soft_kl
 from xmodal.distill.mst.base import MaskedExpertsModel
 from xmodal.distill.mst.experts import expert_logits
-from xmodal.distill.mst.members import freeze, infer_num_classes, load_masks
+from xmodal.distill.mst.members import infer_num_classes, load_masks
 from xmodal.distill.teacher_cache import fingerprint
 from xmodal.registry import MODELS
 
@@ -46,9 +47,11 @@ class MSTRouterDistiller(MaskedExpertsModel):
     ``kd_mode``, ``stack_masks``, ``detach_gate_input`` (official: the LB gradient also reaches the
     student through the GateNet input), ``load_balance`` (loss config), ``w_task``/``w_kl``/``w_lb``,
     ``kl_decay``/``lb_decay`` (``dict(factor, every)``), ``decay_at_epoch0``, ``gate`` (``"GateNet"``, or
-    ``"GateNetDense"`` for segmentation students whose logits are (B, C, H, W))."""
+    ``"GateNetDense"`` for segmentation students whose logits are (B, C, H, W)), ``teacher_cache``
+    (``dict(dir=None, batch_size=256)``: the experts' logits on the training split are computed once)."""
 
     stage = 3
+    cache_hook = "TeacherCacheHook"  # teacher_cache=dict(dir=..., batch_size=...) caches every expert's logits
 
     def __init__(self, student: dict, teachers: dict[str, dict], mask_layers: dict[str, list[str]],
                  mask_shapes: dict | None = None, hidden_factor: int = 2, num_heads: int = 3,
@@ -56,10 +59,10 @@ class MSTRouterDistiller(MaskedExpertsModel):
                  detach_gate_input: bool = False, temperature: float = 4.0, gate: str = "GateNet",
                  load_balance: dict | None = None, w_task: float = 1.0, w_kl: float = 1.0, w_lb: float = 1.0,
                  kl_decay: dict | None = None, lb_decay: dict | None = None, decay_at_epoch0: bool = True,
-                 init_from: str | None = None, data_preprocessor: dict | None = None,
-                 init_cfg: dict | None = None) -> None:
+                 init_from: str | None = None, teacher_cache: dict | None = None,
+                 data_preprocessor: dict | None = None, init_cfg: dict | None = None) -> None:
         super().__init__(student, teachers, mask_layers, mask_shapes, hidden_factor, num_heads, stack_masks,
-                         init_from, data_preprocessor, init_cfg)
+                         init_from, teacher_cache, data_preprocessor, init_cfg)
         ways = len(self.experts)
         if not 1 <= top_k <= ways:
             raise ValueError(f"top_k={top_k} must be between 1 and the number of experts ({ways})")
@@ -75,24 +78,15 @@ class MSTRouterDistiller(MaskedExpertsModel):
         self.decay_at_epoch0 = decay_at_epoch0
         self.weights = dict(self.base_weights)
         self.register_buffer("route_counts", torch.zeros(ways, dtype=torch.long), persistent=False)
-        self._cache: np.ndarray | None = None
         if init_from is not None:
             load_masks(self.masks, self.expert_names, init_from)
         freeze(self.teachers)
         freeze(self.masks)
 
-    def init_weights(self) -> None:
-        """Members come from stage 2; the GateNet initialises itself."""
-
     def train(self, mode: bool = True) -> MSTRouterDistiller:
         super().train(mode)
-        self.teachers.eval()
         self.masks.eval()
         return self
-
-    def student_state_dict(self) -> dict[str, torch.Tensor]:
-        """The student's weights alone; they load into the plain student config."""
-        return self.student.state_dict()
 
     def set_epoch(self, epoch: int) -> None:
         self.weights = dict(self.base_weights)
@@ -109,16 +103,13 @@ class MSTRouterDistiller(MaskedExpertsModel):
     def cache_key(self, dataset_fingerprint: str) -> str:
         return fingerprint([self.teachers, self.masks], self.expert_names, self.stack_masks, dataset_fingerprint)
 
-    def attach_cache(self, outputs: np.ndarray | None) -> None:
-        self._cache = outputs
-
     def _experts_for(self, batch: dict) -> torch.Tensor:
         if self._cache is None:
             return self.all_expert_logits(batch)
         if "index" not in batch:
             raise KeyError("teacher cache: the batch has no 'index' (sample position) to look outputs up by")
         rows = batch["index"].cpu().numpy()
-        return torch.from_numpy(np.ascontiguousarray(self._cache[rows])).to(batch["label"].device)
+        return torch.from_numpy(np.ascontiguousarray(self._cache[rows])).to(batch["index"].device)
 
     # -- losses -----------------------------------------------------------------------------------
     def route(self, student_logits: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
@@ -134,7 +125,8 @@ class MSTRouterDistiller(MaskedExpertsModel):
             return per_sample.mean(1).mean()
         return (probs.gather(1, chosen) * per_sample).sum(1).mean()
 
-    def forward(self, mode: str = "tensor", **batch):
+    def forward(self, batch: dict | None = None, mode: str = "tensor", **inputs):
+        batch = merge_batch(self, batch, inputs)
         outputs = self.student(mode="tensor", **batch)
         logits = outputs["logits"]
         probs, chosen = self.route(logits)
@@ -150,7 +142,7 @@ class MSTRouterDistiller(MaskedExpertsModel):
         experts = self._experts_for(batch)
         self.route_counts += torch.bincount(chosen.flatten(), minlength=len(self.experts))
         return {
-            "loss_ce": self.weights["task"] * self.student.task_loss(outputs, batch["label"])["loss_ce"],
+            "loss_ce": self.weights["task"] * self.student.task_loss(outputs, batch)["loss_ce"],
             "loss_kd": self.weights["kl"] * self.routed_kd(logits, experts, probs, chosen),
             "loss_lb": self.weights["lb"] * self.load_balance(probs),
         }

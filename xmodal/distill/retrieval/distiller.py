@@ -14,9 +14,9 @@ Each step, for every in-batch pair (image b, caption b):
 from __future__ import annotations
 
 import torch
-from mmengine.model import BaseModel
+from torch import nn
 
-from xmodal.distill.distiller import build_teacher
+from xmodal.distill.base import BaseDistiller, build_teacher
 from xmodal.distill.retrieval.mining import mine_candidates
 from xmodal.models.dual_encoder import positives_mask
 from xmodal.registry import MODELS
@@ -24,18 +24,27 @@ from xmodal.registry import MODELS
 DIRECTIONS = ("i2t", "t2i")
 
 
+def _rename_old_teacher_keys(state_dict, prefix, *args) -> None:
+    """Checkpoints written before the teacher moved under ``teachers.`` keep loading."""
+    for key in [k for k in state_dict if k.startswith(prefix + "teacher.")]:
+        state_dict[prefix + "teachers.teacher." + key[len(prefix + "teacher."):]] = state_dict.pop(key)
+
+
 @MODELS.register_module()
-class RetrievalDistiller(BaseModel):
+class RetrievalDistiller(BaseDistiller):
+    """``teacher``: one teacher spec (as in :func:`build_teacher`), kept as ``teachers['teacher']``."""
+
     def __init__(self, student: dict, teacher: dict, loss: dict, num_negatives: int = 15, loss_weight: float = 1.0,
                  task_loss_weight: float = 1.0, directions: tuple[str, ...] = DIRECTIONS,
-                 data_preprocessor: dict | None = None, init_cfg: dict | None = None) -> None:
-        super().__init__(data_preprocessor=data_preprocessor, init_cfg=init_cfg)
+                 init_from: str | None = None, data_preprocessor: dict | None = None,
+                 init_cfg: dict | None = None) -> None:
         unknown = set(directions) - set(DIRECTIONS)
         if unknown or not directions:
             raise ValueError(f"RetrievalDistiller: directions must be a non-empty subset of {DIRECTIONS}, "
                              f"got {tuple(directions)}")
-        self.student = MODELS.build(student)
-        self.teacher = build_teacher("teacher", teacher, key="model.teacher")
+        super().__init__(student, {"teacher": teacher}, init_from=init_from, data_preprocessor=data_preprocessor,
+                         init_cfg=init_cfg)
+        self._register_load_state_dict_pre_hook(_rename_old_teacher_keys)
         for method in ("prepare", "pair_scores"):
             if not hasattr(self.teacher, method) and not (method == "prepare" and hasattr(self.teacher, "extract")):
                 raise TypeError(f"RetrievalDistiller: the teacher ({type(self.teacher).__name__}) has no '{method}'; "
@@ -44,16 +53,12 @@ class RetrievalDistiller(BaseModel):
         self.num_negatives, self.loss_weight = int(num_negatives), float(loss_weight)
         self.task_loss_weight, self.directions = float(task_loss_weight), tuple(directions)
 
-    def init_weights(self) -> None:
-        """The student initialises itself when built; the teacher is loaded from its checkpoint."""
+    def build_teacher(self, name: str, spec: dict) -> nn.Module:
+        return build_teacher(name, spec, key="model.teacher")
 
-    def train(self, mode: bool = True) -> RetrievalDistiller:
-        super().train(mode)
-        self.teacher.eval()
-        return self
-
-    def student_state_dict(self) -> dict[str, torch.Tensor]:
-        return self.student.state_dict()
+    @property
+    def teacher(self) -> nn.Module:
+        return self.teachers["teacher"]
 
     def _teacher_inputs(self, batch: dict) -> dict:
         prepare = getattr(self.teacher, "prepare", None) or self.teacher.extract
@@ -84,8 +89,3 @@ class RetrievalDistiller(BaseModel):
             losses[f"loss_{direction}"] = self.loss_weight * value / len(self.directions)
             values.append(value)
         return losses
-
-    def forward(self, mode: str = "tensor", **batch):
-        if mode == "loss":
-            return self.distill_losses(batch)
-        return self.student(mode=mode, **batch)

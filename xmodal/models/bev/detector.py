@@ -20,8 +20,8 @@ import math
 from collections.abc import Mapping, Sequence
 
 import torch
-from mmengine.model import BaseModel
 
+from xmodal.models.base import TaskModel
 from xmodal.models.bev._grid import build_grid
 from xmodal.models.bev.centerpoint_head import BOX_COLUMNS, CIRCLE_NMS_RADIUS
 from xmodal.registry import MODELS
@@ -59,7 +59,7 @@ def box_record(box: Sequence[float], name: str, score: float | None = None, attr
 
 
 @MODELS.register_module()
-class BEVDetector(BaseModel):
+class BEVDetector(TaskModel):
     """Batch dict in, ``{"bev_low", "bev_high", "heatmap", "regression"}`` out (``mode="tensor"``).
 
     Args:
@@ -72,7 +72,7 @@ class BEVDetector(BaseModel):
     """
 
     output_keys = ("bev_low", "bev_high", "heatmap", "regression")
-    task_loss_input = "batch"
+    task_loss_names = ("loss_heatmap", "loss_bbox")
 
     def __init__(self, modality: str = "lidar", class_names: Sequence[str] = NUSCENES_CLASSES,
                  grid: Mapping | None = None, pillar: Mapping | None = None, camera: Mapping | None = None,
@@ -100,9 +100,6 @@ class BEVDetector(BaseModel):
         self.backbone = _part(where, "backbone", backbone, "SECONDFPNBackbone", in_channels=low_channels)
         self.head = _part(where, "head", head, "CenterPointHead", grid=self.grid_cfg, class_names=self.class_names,
                           in_channels=self.backbone.out_channels)
-
-    def init_weights(self) -> None:
-        """Parts initialise themselves when built; the Runner's init pass must not redo it."""
 
     def extract(self, batch: Mapping) -> dict[str, torch.Tensor]:
         needed = {"lidar": ["points"], "camera": ["images", "intrinsics", "lidar2cam"]}
@@ -151,8 +148,9 @@ class BEVDetector(BaseModel):
                 boxes[i][torch.as_tensor(missing, dtype=torch.long), 7:9] = math.nan
         return boxes, [lab.long() for lab in labels]
 
-    def task_loss(self, outputs: Mapping[str, torch.Tensor], batch: Mapping) -> dict[str, torch.Tensor]:
-        """CenterPoint: ``loss_heatmap`` (Gaussian focal) + ``loss_bbox`` (L1 at the GT centres)."""
+    def supervised_loss(self, outputs: Mapping[str, torch.Tensor], batch: Mapping) -> dict[str, torch.Tensor]:
+        """CenterPoint: ``loss_heatmap`` (Gaussian focal) + ``loss_bbox`` (L1 at the GT centres), on the
+        labelled scenes (an unlabelled scene has ``labelled`` false and no boxes to learn from)."""
         boxes, labels = self._ground_truth(batch, outputs["heatmap"].shape[0])
         return self.head.loss(outputs["heatmap"], outputs["regression"], boxes, labels)
 
@@ -185,13 +183,3 @@ class BEVDetector(BaseModel):
             token = str(tokens[i]) if tokens is not None else str(int(index[i]))
             records.append({"sample_token": token, "index": int(index[i]), "pred_boxes": pred, "gt_boxes": gt})
         return records
-
-    def forward(self, mode: str = "tensor", **batch):
-        outputs = self.extract(batch)
-        if mode == "tensor":
-            return outputs
-        if mode == "loss":
-            return self.task_loss(outputs, batch)
-        if mode == "predict":
-            return self.predictions(outputs, batch)
-        raise ValueError(f"BEVDetector: unknown mode {mode!r}; expected 'tensor', 'loss' or 'predict'")

@@ -22,8 +22,8 @@ import difflib
 from collections.abc import Mapping, Sequence
 
 import torch
-from mmengine.model import BaseModel
 
+from xmodal.models.base import TaskModel, labelled_mask
 from xmodal.models.bev.detector import box_record
 from xmodal.registry import MODELS
 
@@ -49,7 +49,7 @@ def _first_tensor(output, path: str) -> torch.Tensor:
 
 
 @MODELS.register_module()
-class MMDet3DDetector(BaseModel):
+class MMDet3DDetector(TaskModel):
     """Args:
         detector: an mmdet3d model config dict (``type="CenterPoint"``, ...), or the path of an mmdet3d
             config file whose ``model`` is used.
@@ -60,8 +60,6 @@ class MMDet3DDetector(BaseModel):
     ``data_preprocessor`` is xmodal's (the batch stays a dict); voxelization is the mmdet3d model's
     own ``data_preprocessor``, run inside.
     """
-
-    task_loss_input = "batch"
 
     def __init__(self, detector: Mapping | str, class_names: Sequence[str],
                  features: Mapping[str, str] | None = None, checkpoint: str | None = None,
@@ -158,13 +156,27 @@ class MMDet3DDetector(BaseModel):
             outputs["heatmap"] = heatmap
         return outputs
 
+    def extract(self, batch: Mapping) -> dict[str, torch.Tensor]:
+        return self._tensor(batch)
+
     def task_loss(self, outputs: Mapping[str, torch.Tensor], batch: Mapping) -> dict[str, torch.Tensor]:
+        """mmdet3d computes its losses over every scene of the batch inside its own forward, so scenes
+        cannot be left out afterwards: a batch with unlabelled scenes is refused."""
+        keep = labelled_mask(batch)
+        if keep is not None and not bool(keep.all()):
+            raise ValueError("MMDet3DDetector: the batch holds unlabelled scenes (labelled=False); the mmdet3d "
+                             "bridge trains on labelled scenes only: use a labelled dataset for it, or xmodal's "
+                             "BEVDetector for label-scarce training")
+        return self.supervised_loss(outputs, batch)
+
+    def supervised_loss(self, outputs: Mapping[str, torch.Tensor], batch: Mapping) -> dict[str, torch.Tensor]:
         if self._losses is None:
             self._tensor(batch)
         losses, self._losses = self._losses, None
         return {k: sum(v) if isinstance(v, (list, tuple)) else v for k, v in losses.items() if "loss" in k}
 
-    def predictions(self, batch: Mapping) -> list[dict]:
+    def predictions(self, outputs: Mapping, batch: Mapping) -> list[dict]:
+        """mmdet3d's own predict pass (``outputs`` is not needed)."""
         data = self._prepare(batch)
         results = self.detector.predict(data["inputs"], data["data_samples"])
         tokens = batch.get("sample_token")
@@ -187,12 +199,8 @@ class MMDet3DDetector(BaseModel):
             records.append({"sample_token": token, "index": int(index[i]), "pred_boxes": pred_records, "gt_boxes": gt})
         return records
 
-    def forward(self, mode: str = "tensor", **batch):
-        if mode == "tensor":
-            return self._tensor(batch)
-        if mode == "loss":
-            self._losses = None
-            return self.task_loss({}, batch)
-        if mode == "predict":
-            return self.predictions(batch)
-        raise ValueError(f"MMDet3DDetector: unknown mode {mode!r}; expected 'tensor', 'loss' or 'predict'")
+    def forward(self, batch: Mapping | None = None, mode: str = "tensor", **inputs):
+        if mode == "predict":  # mmdet3d's predict runs its own forward: no extract pass before it
+            return self.predictions({}, {**(batch or {}), **inputs})
+        self._losses = None
+        return super().forward(batch, mode, **inputs)
