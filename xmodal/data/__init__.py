@@ -1,6 +1,7 @@
 from xmodal.data.detection import DetectionDataset, detection_collate, write_detection_dataset
 from xmodal.data.digits_av import DigitsAVDataset, DigitsAVSpec, build_digits_av
 from xmodal.data.errors import DatasetFormatError
+from xmodal.data.labelled_sampler import LabelledRatioBatchSampler
 from xmodal.data.paired import PairedDataset
 from xmodal.data.retrieval import RetrievalDataset, write_retrieval_dataset
 from xmodal.data.segmentation import SegmentationDataset
@@ -14,6 +15,7 @@ __all__ = [
     "DigitsAVDataset",
     "DigitsAVSpec",
     "GaussianNoise",
+    "LabelledRatioBatchSampler",
     "LogMelSpectrogram",
     "PairedDataset",
     "RetrievalDataset",

@@ -202,10 +202,13 @@ class DigitsAVDataset(PairedDataset):
         data_root: str | None = None,
         seed: int = 0,
         pipeline: list = (),
+        subset: dict | None = None,
+        labelled: dict | None = None,
         **spec_overrides,
     ) -> None:
         if data_root is None:
             spec = DigitsAVSpec(seed=seed, **{k: tuple(v) if isinstance(v, list) else v
                                              for k, v in spec_overrides.items()})
             data_root = build_digits_av(spec=spec)
-        super().__init__(data_root, split=split, modalities=modalities, pipeline=pipeline)
+        super().__init__(data_root, split=split, modalities=modalities, pipeline=pipeline, subset=subset,
+                         labelled=labelled)

@@ -5,7 +5,7 @@ Layout of a dataset directory::
     meta.json      {"name", "version", "task", "classes", "modalities": {m: {"shape", "dtype"}}}
     splits.json    {"train": [indices], "val": [...], "test": [...]}
     <m>.npy        N × shape, opened memory-mapped
-    labels.npy     N integer class ids
+    labels.npy     N integer class ids (−1: an unlabelled sample, e.g. a pair nobody annotated)
 
 Everything is checked when the dataset is opened, so a bad file fails before training starts,
 with one :class:`DatasetFormatError` naming the file and field.
@@ -25,6 +25,14 @@ from torch.utils.data import Dataset
 
 from xmodal.data.errors import DatasetFormatError
 from xmodal.data.fingerprint import describe_json
+from xmodal.data.labelled import (
+    UNLABELLED,
+    budget_mask,
+    labelled_record,
+    parse_budget,
+    parse_subset,
+    subset_positions,
+)
 from xmodal.data.splits import split_problems
 from xmodal.registry import DATASETS, TRANSFORMS
 
@@ -74,6 +82,9 @@ class PairedDataset(Dataset):
         modalities: the modalities to load; default all in ``meta.json``.
         pipeline: transforms (configs or callables) applied to each sample dict in order.
         check_finite: scan float arrays for NaN/Inf when opening (one pass over the data).
+        subset: ``dict(part=0, of=2, seed=0)``: only this disjoint, class-stratified part of the split.
+        labelled: ``dict(fraction=0.1, seed=0)`` or ``dict(ids_file=...)``: the samples that keep their
+            labels; the others read as unlabelled (label −1). See :mod:`xmodal.data.labelled`.
     """
 
     def __init__(
@@ -83,6 +94,8 @@ class PairedDataset(Dataset):
         modalities: Sequence[str] | None = None,
         pipeline: Sequence[dict | Callable] = (),
         check_finite: bool = True,
+        subset: dict | None = None,
+        labelled: dict | None = None,
     ) -> None:
         self.data_root = Path(data_root).expanduser()
         self.split = split
@@ -93,6 +106,11 @@ class PairedDataset(Dataset):
         self.arrays = {m: self._open_modality(m, check_finite) for m in self.modalities}
         self.labels = self._open_labels()
         self.indices = self._read_split()
+        self.subset = parse_subset(subset, f"{type(self).__name__}.subset")
+        self.budget = parse_budget(labelled, split, f"{type(self).__name__}.labelled")
+        if self.subset is not None:
+            self.indices = self.indices[subset_positions(self._split_classes(), len(self.indices), self.subset)]
+        self.labelled_flags = self._labelled_flags()
         self.pipeline_cfg = [dict(t) if isinstance(t, dict) else None for t in pipeline]  # for fingerprint()
         self.pipeline = [TRANSFORMS.build(t) if isinstance(t, dict) else t for t in pipeline]
 
@@ -158,10 +176,11 @@ class PairedDataset(Dataset):
         if self.meta["task"] == "classification" and len(labels):
             num_classes = len(self.meta["classes"])
             low, high = int(labels.min()), int(labels.max())
-            if low < 0 or high >= num_classes:
-                bad = int(np.flatnonzero((labels < 0) | (labels >= num_classes))[0])
+            if low < UNLABELLED or high >= num_classes:
+                bad = int(np.flatnonzero((labels < UNLABELLED) | (labels >= num_classes))[0])
                 raise DatasetFormatError(
-                    path, "labels", f"label {int(labels[bad])} at row {bad} is outside [0, {num_classes - 1}]"
+                    path, "labels", f"label {int(labels[bad])} at row {bad} is outside [0, {num_classes - 1}] "
+                                    f"(or {UNLABELLED} for an unlabelled sample)"
                 )
         return labels
 
@@ -188,6 +207,31 @@ class PairedDataset(Dataset):
             raise DatasetFormatError(path, split, problem)
         return indices
 
+    # -- label budget ----------------------------------------------------------------------------
+    def _split_classes(self) -> np.ndarray | None:
+        """Each position's class id (−1 if unlabelled on disk): what subsets and budgets stratify by."""
+        return np.asarray(self.labels[self.indices]).astype(np.int64)
+
+    def _labelled_flags(self) -> np.ndarray:
+        classes = self._split_classes()
+        if self.budget is None:
+            return np.ones(len(self.indices), bool) if classes is None else classes != UNLABELLED
+        return budget_mask(classes, self.indices, self.budget, f"{type(self).__name__}.labelled",
+                           self.meta.get("classes"))
+
+    @property
+    def rows(self) -> np.ndarray:
+        """The dataset row ids of this split's (and subset's) samples, in position order."""
+        return self.indices
+
+    @property
+    def num_labelled(self) -> int:
+        return int(self.labelled_flags.sum())
+
+    def labelled_record(self) -> dict:
+        """What ``labelled_ids.json`` holds: the labelled ids, the budget and the subset."""
+        return labelled_record(self)
+
     # -- dataset protocol ---------------------------------------------------------------------
     @property
     def metainfo(self) -> dict:
@@ -211,7 +255,7 @@ class PairedDataset(Dataset):
         digest = hashlib.sha256()
         for name in ("meta.json", "splits.json"):
             digest.update((self.data_root / name).read_bytes())
-        digest.update(repr((self.split, self.modalities)).encode())
+        digest.update(repr((self.split, self.modalities, self.subset, self.budget)).encode())
         digest.update(describe_json([self.pipeline_cfg, self.pipeline]).encode())
         return digest.hexdigest()
 
@@ -223,7 +267,8 @@ class PairedDataset(Dataset):
         # dtype=native: a big-endian .npy is valid numpy but torch only takes native byte order
         sample: dict = {m: torch.from_numpy(np.array(self.arrays[m][row], dtype=self.arrays[m].dtype.newbyteorder("=")))
                         for m in self.modalities}
-        sample["label"] = torch.tensor(int(self.labels[row]), dtype=torch.long)
+        label = int(self.labels[row]) if self.labelled_flags[position] else UNLABELLED
+        sample["label"] = torch.tensor(label, dtype=torch.long)
         sample["index"] = torch.tensor(position, dtype=torch.long)
         for transform in self.pipeline:
             sample = transform(sample)

@@ -24,6 +24,7 @@ import numpy as np
 import torch
 
 from xmodal.data.errors import DatasetFormatError
+from xmodal.data.labelled import UNLABELLED
 from xmodal.data.paired import PairedDataset, read_json
 from xmodal.registry import DATASETS
 
@@ -55,14 +56,16 @@ class SegmentationDataset(PairedDataset):
         check_finite: scan float arrays for NaN/Inf when opening.
         check_labels: range-check every label value when opening (one chunked pass over labels.npy).
         normalize: apply ``meta.json``'s ``normalization`` specs when reading (False: raw stored values).
+        subset, labelled: as :class:`PairedDataset` (parts and budgets are drawn uniformly, not per class;
+            an unlabelled sample's map reads as −1 everywhere).
     """
 
     def __init__(self, data_root: str | Path, split: str = "train", modalities: Sequence[str] | None = None,
                  pipeline: Sequence[dict | Callable] = (), check_finite: bool = True, check_labels: bool = True,
-                 normalize: bool = True) -> None:
+                 normalize: bool = True, subset: dict | None = None, labelled: dict | None = None) -> None:
         self.check_labels = check_labels
         self.normalize = normalize
-        super().__init__(data_root, split, modalities, pipeline, check_finite)
+        super().__init__(data_root, split, modalities, pipeline, check_finite, subset, labelled)
 
     # -- validation ---------------------------------------------------------------------------
     def _read_meta(self) -> dict:
@@ -126,13 +129,14 @@ class SegmentationDataset(PairedDataset):
         flat = labels.reshape(-1)
         for start in range(0, flat.size, _LABEL_CHUNK):
             chunk = np.asarray(flat[start : start + _LABEL_CHUNK])
-            bad = (chunk < 0) | (chunk >= num_classes)
+            bad = (chunk < UNLABELLED) | (chunk >= num_classes)
             if ignore is not None:
                 bad &= chunk != ignore
             if bad.any():
                 pos = start + int(np.argmax(bad))
                 row = pos // int(np.prod(labels.shape[1:]))
-                allowed = f"[0, {num_classes - 1}]" + (f" or {ignore} (ignore_index)" if ignore is not None else "")
+                allowed = f"[0, {num_classes - 1}]" + (f" or {ignore} (ignore_index)" if ignore is not None else "") \
+                    + f" or {UNLABELLED} (unlabelled)"
                 raise DatasetFormatError(path, "labels", f"label {int(flat[pos])} in map {row} is outside {allowed}")
 
     # -- dataset protocol ---------------------------------------------------------------------
@@ -143,6 +147,9 @@ class SegmentationDataset(PairedDataset):
     @property
     def ignore_index(self) -> int | None:
         return self.meta.get("ignore_index")
+
+    def _split_classes(self) -> None:
+        return None  # a label map has no single class to stratify by
 
     def fingerprint(self) -> str:
         """As PairedDataset's, plus whether the stored values are normalised when read."""
@@ -156,6 +163,8 @@ class SegmentationDataset(PairedDataset):
             x = torch.from_numpy(np.array(self.arrays[m][row]))
             sample[m] = normalize_sample(x, norms[m]) if m in norms else x
         sample["label"] = torch.from_numpy(np.array(self.labels[row], dtype=np.int64))
+        if not self.labelled_flags[position]:
+            sample["label"].fill_(UNLABELLED)
         sample["index"] = torch.tensor(position, dtype=torch.long)
         for transform in self.pipeline:
             sample = transform(sample)

@@ -3,6 +3,7 @@
 
 from __future__ import annotations
 
+import json
 import random
 from pathlib import Path
 
@@ -12,7 +13,7 @@ from mmengine.hooks import Hook
 from mmengine.model import is_model_wrapper
 
 import xmodal.engine.checkpoint_hook  # noqa: F401  (registers xmodal's CheckpointHook)
-from xmodal.engine.checkpoint import load_checkpoint_file, save_checkpoint_file
+from xmodal.engine.checkpoint import atomic_write_bytes, load_checkpoint_file, save_checkpoint_file
 from xmodal.engine.config_text import format_config_text_once
 from xmodal.engine.nan_guard import NonFiniteLossGuard
 from xmodal.registry import HOOKS
@@ -63,10 +64,35 @@ def add_default_hooks(runner, cfg) -> None:
     guard = NonFiniteLossGuard.from_config(cfg.get("nan_guard"))
     if guard is not None and not any(isinstance(hook, NonFiniteLossGuard) for hook in runner.hooks):
         runner.register_hook(guard)
+    if not any(isinstance(hook, LabelBudgetHook) for hook in runner.hooks):
+        runner.register_hook(LabelBudgetHook())
 
 
 def unwrap(model):
     return model.module if is_model_wrapper(model) else model
+
+
+@HOOKS.register_module()
+class LabelBudgetHook(Hook):
+    """Before training: writes ``labelled_ids.json`` (the ids that kept their labels, and the subset)
+    to the work dir when the training set has a label budget or a subset, so a run is auditable and
+    reproducible (the file is a valid ``labelled=dict(ids_file=...)``); and refuses to train a model
+    with no teacher on a training set without a single labelled sample (its loss would be 0)."""
+
+    priority = "VERY_HIGH"
+
+    def before_train(self, runner) -> None:
+        dataset = runner.train_dataloader.dataset
+        flags = getattr(dataset, "labelled_flags", None)
+        if flags is None:
+            return
+        if not np.asarray(flags).any() and not hasattr(unwrap(runner.model), "teachers"):
+            raise ValueError("train_dataloader.dataset: no training sample is labelled and the model has no "
+                             "teacher, so there is nothing to learn from; give it labels (labelled=dict(fraction="
+                             "...)) or train it as a distiller's student")
+        if runner.rank == 0 and (getattr(dataset, "budget", None) or getattr(dataset, "subset", None)):
+            record = json.dumps(dataset.labelled_record(), indent=1).encode()
+            atomic_write_bytes(record, Path(runner.work_dir) / "labelled_ids.json")
 
 
 @HOOKS.register_module()
