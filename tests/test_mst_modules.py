@@ -11,6 +11,7 @@ from xmodal.distill.mst import GateNet, MaskNet1d, MaskNet2d, MSTCoTrainer, MSTM
 from xmodal.distill.mst.experts import build_experts, expert_logits
 from xmodal.distill.mst.masknet import masknet_1d_num_params, masknet_2d_num_params, masknet_hidden_dim
 from xmodal.distill.mst.router_distiller import decayed
+from xmodal.registry import MODELS
 
 IMAGE = dict(type="LeNet5", input_size=12, out_dim=8)
 AUDIO = dict(type="SpectrogramCNN", channels=(4, 8), out_dim=6)
@@ -356,3 +357,23 @@ def test_stage2_refuses_a_stage1_checkpoint_of_other_models(tmp_path):
         MSTMaskTrainer(student=STUDENT, teachers=TEACHERS, mask_layers=MASK_LAYERS, init_from=str(stage1))
     with pytest.raises(CheckpointError, match="run that stage first"):
         MSTMaskTrainer(student=STUDENT, teachers=TEACHERS, mask_layers=MASK_LAYERS, init_from=str(tmp_path / "none"))
+
+
+def test_a_1x1_conv_map_gets_the_official_1d_masknet():
+    """Official get_MSTmodules: LeNet5's conv3, shape (120, 1, 1), gets MaskNet_1d(120, hidden 60, 3 heads):
+    embed 120·60·120 + 7,200, attention 4·60² + 4·60, output 61 → 885,901 parameters."""
+    lenet = dict(type="ModalityClassifier", encoders=dict(image=dict(type="LeNet5Encoder")), head=dict(
+        type="ClsHead", num_classes=10))
+    teachers = torch.nn.ModuleDict({"t_image": MODELS.build(lenet)})
+    layers = dict(t_image=["encoders.image.conv3"])
+    _, masks = build_experts(teachers, layers, dict(t_image={"encoders.image.conv3": [120, 1, 1]}))
+    assert isinstance(masks[0], MaskNet1d)
+    assert sum(p.numel() for p in masks[0].parameters()) == masknet_1d_num_params(120) == 885_901
+    experts, masks = build_experts(teachers, layers)  # from the Conv2d alone: a 2-D mask, which refuses 1×1
+    assert isinstance(masks[0], MaskNet2d)
+    assert sum(p.numel() for p in masks[0].parameters()) == masknet_2d_num_params(120) == 901_621
+    with pytest.raises(ValueError, match=r"120×1×1 map.*mask_shapes=\{teacher: \{path: \[120, 1, 1\]\}\}"):
+        expert_logits(teachers, masks, experts[0], {"image": torch.randn(2, 1, 28, 28)})
+    # a real 2-D map is unaffected
+    assert build_experts(teachers, layers, dict(t_image={"encoders.image.conv3": [120, 2, 2]}))[1][0].__class__ \
+        is MaskNet2d
