@@ -221,7 +221,7 @@ def test_proxy_head_matches_the_official_layout():
     head = ProxyHead(84, 10)
     assert [type(m).__name__ for m in head.children()] == ["Linear", "BatchNorm1d", "Linear"]
     assert head.fc1.weight.shape == (84, 84) and head.fc2.weight.shape == (10, 84)
-    assert head.fc1.bias is None and torch.equal(head.fc2.bias, torch.zeros(10))
+    assert head.fc1.bias is None and head.fc2.bias.shape == (10,)
 
 
 def test_registry_builds_it():
@@ -287,3 +287,24 @@ def test_distiller_step_trains_the_proxies_not_the_teacher(tmp_path):
     assert any(p.grad is not None and p.grad.abs().sum() > 0 for p in distiller.student.parameters())
     assert all(p.grad is None for p in distiller.teachers.parameters())
     assert "loss_modules.0.proxy_teacher.bn.running_mean" in distiller.state_dict()
+
+
+def test_proxy_init_as_the_official_proxy():
+    """The authors' proxies (huofushuo/C2KD Tea/Stu) put Kaiming fan-out on the 1×1 conv only: the
+    last Linear keeps PyTorch's default init, U(±1/√d) weights and bias. Same RNG draws as building
+    the three layers plainly, then re-initialising the first."""
+    d, c = 64, 10
+    torch.manual_seed(3)
+    head = ProxyHead(d, c)
+    torch.manual_seed(3)
+    fc1 = torch.nn.Linear(d, d, bias=False)
+    torch.nn.BatchNorm1d(d)
+    fc2 = torch.nn.Linear(d, c)
+    torch.nn.init.kaiming_normal_(fc1.weight, mode="fan_out", nonlinearity="relu")
+    assert torch.equal(head.fc2.weight, fc2.weight) and torch.equal(head.fc2.bias, fc2.bias)
+    assert torch.equal(head.fc1.weight, fc1.weight) and head.fc1.bias is None
+    bound = 1 / math.sqrt(d)
+    assert head.fc2.weight.abs().max() <= bound and head.fc2.bias.abs().max() <= bound
+    assert head.fc2.bias.abs().sum() > 0  # not the zero bias of a Kaiming re-init
+    # fan_out Kaiming on fc1: std √(2 / d)
+    assert head.fc1.weight.std().item() == pytest.approx(math.sqrt(2 / d), rel=0.1)

@@ -11,6 +11,7 @@ from xmodal.distill.mst import GateNet, MaskNet1d, MaskNet2d, MSTCoTrainer, MSTM
 from xmodal.distill.mst.experts import build_experts, expert_logits
 from xmodal.distill.mst.masknet import masknet_1d_num_params, masknet_2d_num_params, masknet_hidden_dim
 from xmodal.distill.mst.router_distiller import decayed
+from xmodal.registry import MODELS
 
 IMAGE = dict(type="LeNet5", input_size=12, out_dim=8)
 AUDIO = dict(type="SpectrogramCNN", channels=(4, 8), out_dim=6)
@@ -120,6 +121,9 @@ def test_load_balance_values_by_hand():
     assert LoadBalanceLoss("cv")(uniform).item() == pytest.approx(0.0, abs=1e-7)
     with pytest.raises(ValueError, match="mode"):
         LoadBalanceLoss("entropy")
+    for per_way in (True, False):  # the CV has no per-way scaling: an explicit per_way is an error
+        with pytest.raises(ValueError, match=r"LoadBalanceLoss: per_way=.* only applies to mode='kl'"):
+            LoadBalanceLoss("cv", per_way=per_way)
 
 
 def test_weight_schedules_follow_the_official_code():
@@ -188,9 +192,34 @@ def test_stage3_topk_kd_by_hand():
     kl = lambda b, w: _kl(torch.softmax(experts[b, w], 0)[None], p_s[b][None])[0]  # noqa: E731
     expected = ((kl(0, 2) + kl(0, 0)) / 2 + (kl(1, 0) + kl(1, 2)) / 2) / 2
     assert model.routed_kd(student, experts, probs, chosen).item() == pytest.approx(expected.item(), rel=1e-5)
-    model.kd_mode = "topk_weighted"
-    weighted = ((0.6 * kl(0, 2) + 0.3 * kl(0, 0)) + (0.5 * kl(1, 0) + 0.3 * kl(1, 2))) / 2
+    model.kd_mode = "topk_weighted"  # gate probabilities renormalised over the two selected
+    weighted = ((0.6 * kl(0, 2) + 0.3 * kl(0, 0)) / 0.9 + (0.5 * kl(1, 0) + 0.3 * kl(1, 2)) / 0.8) / 2
     assert model.routed_kd(student, experts, probs, chosen).item() == pytest.approx(weighted.item(), rel=1e-5)
+    # equal experts: the weighted mode gives the same scale as the uniform one
+    same = experts[:, :1].expand(-1, 3, -1)
+    model.kd_mode = "topk"
+    uniform = model.routed_kd(student, same, probs, chosen).item()
+    model.kd_mode = "topk_weighted"
+    assert model.routed_kd(student, same, probs, chosen).item() == pytest.approx(uniform, rel=1e-6)
+
+
+def test_stage3_mixture_kd_is_the_official_gate_weighted_variant():
+    """MST-Distill weighted_MTGdistillation_detached: Σ_j g_j·z_j over all experts (detached), then
+    T²·KL(softmax(mix/T) ‖ softmax(s/T)), batch mean, T = 4."""
+    model = _router(kd_mode="mixture")
+    student = torch.tensor([[0.0, 1.0, 0.0], [2.0, 0.0, 0.0]])
+    experts = torch.tensor([[[1.0, 0.0, 0.0], [0.0, 2.0, 0.0], [0.0, 0.0, 3.0]],
+                            [[0.0, 1.0, 0.0], [0.0, 0.0, 0.0], [3.0, 0.0, 0.0]]])
+    probs = torch.tensor([[0.3, 0.1, 0.6], [0.5, 0.2, 0.3]], requires_grad=True)
+    mix = [[0.3, 0.2, 1.8], [0.9, 0.5, 0.0]]  # by hand
+    p_mix, p_s = torch.softmax(torch.tensor(mix) / 4, 1), torch.softmax(student / 4, 1)
+    expected = 16 * _kl(p_mix, p_s).mean()
+    value = model.routed_kd(student, experts, probs, torch.tensor([[2], [0]]))
+    assert value.item() == pytest.approx(expected.item(), rel=1e-5)
+    assert not value.requires_grad  # the mixture is detached: no KD gradient to the gate
+    dense = model.routed_kd(student[..., None, None].expand(-1, -1, 2, 2), experts[..., None, None].expand(
+        -1, -1, -1, 2, 2), probs, torch.tensor([[2], [0]]))
+    assert dense.item() == pytest.approx(expected.item(), rel=1e-5)  # per pixel, averaged
 
 
 def test_stage3_router_learns_from_load_balance_only_with_official_topk():
@@ -203,9 +232,13 @@ def test_stage3_router_learns_from_load_balance_only_with_official_topk():
     model(mode="loss", **_batch())["loss_lb"].backward()
     assert all(p.grad.abs().sum() > 0 for p in model.gate.parameters())
     assert any(p.grad is not None for p in model.student.parameters())  # official: gate input not detached
-    model = _router(kd_mode="topk_weighted")
+    model = _router(kd_mode="topk_weighted", top_k=2)
     model(mode="loss", **_batch())["loss_kd"].backward()
     assert all(p.grad.abs().sum() > 0 for p in model.gate.parameters())
+    for kw in (dict(kd_mode="topk_weighted", top_k=1), dict(kd_mode="mixture")):  # renormalised weight 1; detached
+        model = _router(**kw)
+        model(mode="loss", **_batch())["loss_kd"].backward()
+        assert all(p.grad is None or p.grad.abs().sum() == 0 for p in model.gate.parameters())
     model = _router(detach_gate_input=True)
     model(mode="loss", **_batch())["loss_lb"].backward()
     assert all(p.grad is None for p in model.student.parameters())
@@ -260,7 +293,7 @@ def test_stage3_frozen_parts_and_bad_settings():
     assert all(not p.requires_grad for p in [*model.teachers.parameters(), *model.masks.parameters()])
     with pytest.raises(ValueError, match="top_k"):
         _router(top_k=4)
-    with pytest.raises(ValueError, match="kd_mode"):
+    with pytest.raises(ValueError, match=r"kd_mode='soft'; expected one of \('topk', 'topk_weighted', 'mixture'\)"):
         _router(kd_mode="soft")
 
 
@@ -324,3 +357,23 @@ def test_stage2_refuses_a_stage1_checkpoint_of_other_models(tmp_path):
         MSTMaskTrainer(student=STUDENT, teachers=TEACHERS, mask_layers=MASK_LAYERS, init_from=str(stage1))
     with pytest.raises(CheckpointError, match="run that stage first"):
         MSTMaskTrainer(student=STUDENT, teachers=TEACHERS, mask_layers=MASK_LAYERS, init_from=str(tmp_path / "none"))
+
+
+def test_a_1x1_conv_map_gets_the_official_1d_masknet():
+    """Official get_MSTmodules: LeNet5's conv3, shape (120, 1, 1), gets MaskNet_1d(120, hidden 60, 3 heads):
+    embed 120·60·120 + 7,200, attention 4·60² + 4·60, output 61 → 885,901 parameters."""
+    lenet = dict(type="ModalityClassifier", encoders=dict(image=dict(type="LeNet5Encoder")), head=dict(
+        type="ClsHead", num_classes=10))
+    teachers = torch.nn.ModuleDict({"t_image": MODELS.build(lenet)})
+    layers = dict(t_image=["encoders.image.conv3"])
+    _, masks = build_experts(teachers, layers, dict(t_image={"encoders.image.conv3": [120, 1, 1]}))
+    assert isinstance(masks[0], MaskNet1d)
+    assert sum(p.numel() for p in masks[0].parameters()) == masknet_1d_num_params(120) == 885_901
+    experts, masks = build_experts(teachers, layers)  # from the Conv2d alone: a 2-D mask, which refuses 1×1
+    assert isinstance(masks[0], MaskNet2d)
+    assert sum(p.numel() for p in masks[0].parameters()) == masknet_2d_num_params(120) == 901_621
+    with pytest.raises(ValueError, match=r"120×1×1 map.*mask_shapes=\{teacher: \{path: \[120, 1, 1\]\}\}"):
+        expert_logits(teachers, masks, experts[0], {"image": torch.randn(2, 1, 28, 28)})
+    # a real 2-D map is unaffected
+    assert build_experts(teachers, layers, dict(t_image={"encoders.image.conv3": [120, 2, 2]}))[1][0].__class__ \
+        is MaskNet2d

@@ -7,7 +7,7 @@ import torch
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from xmodal.distill.retrieval import CPRDLoss, DCDLoss, RetrievalDistiller, mine_candidates
+from xmodal.distill.retrieval import CPRDLoss, DCDLoss, RetrievalDistiller, mine_candidates, sample_candidates
 from xmodal.distill.retrieval.dcd import entropy_share
 
 S = [[5.0, 1.0, 3.0, 2.0], [4.0, 0.5, 0.0, 2.5]]  # column 0: the positive
@@ -155,3 +155,42 @@ def test_distiller_asks_the_teacher_only_about_mined_candidates(monkeypatch):
     with pytest.raises(ValueError, match="directions"):
         RetrievalDistiller(student=dict(type="DualEncoder", model_name="xmodal-tiny-clip"), teacher=dict(),
                            loss=dict(type="CPRDLoss"), directions=("x2y",))
+
+
+def test_random_candidates_are_uniform_negatives_with_the_query_first():
+    """DCD's official candidates: random false captions (15 of them), not the student's hardest."""
+    image_index = torch.tensor([0, 1, 2, 0, 3, 4])  # rows 0 and 3 show the same image
+    positives = image_index.view(-1, 1) == image_index.view(1, -1)
+    torch.manual_seed(0)
+    counts = torch.zeros(6, 6)
+    for _ in range(2000):
+        c = sample_candidates(positives, 2)
+        assert c.shape == (6, 3) and c[:, 0].tolist() == list(range(6))
+        assert not positives.gather(1, c[:, 1:]).any() and (c[:, 1] != c[:, 2]).all()
+        counts.scatter_add_(1, c[:, 1:], torch.ones(6, 2))
+    # each of a row's negatives is drawn with probability K / (number of negatives)
+    expected = (~positives).float() * 2 / (~positives).sum(1, keepdim=True) * 2000
+    assert (counts - expected).abs().max() < 120
+    assert sample_candidates(positives, 15).shape == (6, 5)  # capped like the hard mining
+
+
+def test_distiller_random_candidates_image_to_text_only(monkeypatch):
+    from xmodal.distill.retrieval import distiller as module
+
+    teacher = _CountingTeacher()
+    monkeypatch.setattr(module, "build_teacher", lambda name, spec, **kwargs: teacher)
+    d = RetrievalDistiller(student=dict(type="DualEncoder", model_name="xmodal-tiny-clip"), teacher=dict(),
+                           loss=dict(type="DCDLoss"), num_negatives=3, candidates="random", directions="i2t").train()
+    batch = dict(image=torch.rand(5, 3, 32, 32), text=["a", "bb", "ccc", "dddd", "eeeee"],
+                 image_index=torch.tensor([0, 1, 2, 3, 4]))
+    losses = d(mode="loss", **batch)
+    assert set(losses) == {"loss_itc", "loss_i2t"} and len(teacher.asked) == 1
+    image_rows, text_rows = (x.view(5, 4) for x in teacher.asked[0])
+    assert (image_rows == torch.arange(5).view(-1, 1)).all() and (text_rows[:, 0] == torch.arange(5)).all()
+    assert (text_rows[:, 1:] != torch.arange(5).view(-1, 1)).all()
+    spec = dict(student=dict(type="DualEncoder", model_name="xmodal-tiny-clip"), teacher=dict(),
+                loss=dict(type="DCDLoss"))
+    with pytest.raises(ValueError, match=r"RetrievalDistiller: candidates='foo'; expected one of \('hard', 'random'\)"):
+        RetrievalDistiller(**spec, candidates="foo")
+    with pytest.raises(ValueError, match=r"directions must be a non-empty subset of \('i2t', 't2i'\)"):
+        RetrievalDistiller(**spec, directions="x2y")

@@ -163,3 +163,48 @@ def test_hook_ignores_a_non_finite_value_and_a_batch_the_nan_guard_skipped():
     assert (prev, momentum) == (1.0, pytest.approx(0.005))
     ramp = 0.4 + 0.6 * 5 / 10
     assert t == pytest.approx(max(ramp, 0.4 + 0.1 * 0.6 / (1 + math.exp(-0.005))))
+
+
+def test_hook_advances_t_on_validation_batches_only_when_asked():
+    """Official TAID: the loss's forward updates t in validation_step too, with the validation loss and
+    the (frozen) global step. TAIDHook(advance_on_val=True) does the same; the default leaves t alone."""
+    from mmengine.logging import MessageHub
+
+    from xmodal.distill.schedules import TAIDHook
+
+    class _Model(torch.nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.loss = TAIDLoss()
+            self.terms, self.loss_modules = [type("Term", (), {"name": "taid_0"})()], [self.loss]
+
+        def data_preprocessor(self, data, training):
+            assert training is False
+            return data
+
+        def forward(self, mode, student, teacher):
+            assert mode == "loss" and not torch.is_grad_enabled()
+            return {"loss_taid_0": self.loss(student, teacher)}
+
+    torch.manual_seed(0)
+    batches = [dict(student=torch.randn(4, 3), teacher=torch.randn(4, 3)) for _ in range(3)]
+    for advance in (False, True):
+        model = _Model().eval()
+        runner = type("Runner", (), dict(model=model, iter=5, max_iters=10,
+                                         message_hub=MessageHub.get_instance(f"taid_val_{advance}")))()
+        hook = TAIDHook(terms=["taid_0"], alpha=0.1, advance_on_val=advance)
+        hook.schedules["taid_0"].prev_loss = 2.0  # as after some training steps
+        model.loss.set_t(0.5)
+        reference, t = TAIDSchedule(alpha=0.1, prev_loss=2.0), 0.5
+        for i, batch in enumerate(batches):
+            hook.after_val_iter(runner, i, data_batch=batch)
+            probe = TAIDLoss(t=t).eval()
+            probe(batch["student"], batch["teacher"])
+            t = reference.step(t, probe.last_cross_entropy, 5 / 10)  # progress frozen at the training step
+        if advance:
+            assert float(model.loss.t) == pytest.approx(t) and t > 0.5
+            assert hook.schedules["taid_0"] == reference
+        else:
+            assert float(model.loss.t) == pytest.approx(0.5) and hook.schedules["taid_0"].prev_loss == 2.0
+    with pytest.raises(ValueError, match="TAIDHook: advance_on_val must be True or False"):
+        TAIDHook(terms=["taid_0"], advance_on_val="yes")

@@ -282,3 +282,40 @@ def test_registered_with_the_official_defaults():
     assert isinstance(MODELS.build(dict(type="UniDistillRelationLoss")), UniDistillRelationLoss)
     assert UNIDISTILL_WEIGHTS["camera_from_lidar"] == dict(feature=100.0, relation=40.0, response=10.0)
     assert UNIDISTILL_WEIGHTS["lidar_from_fusion"] == dict(feature=10.0, relation=1.0, response=10.0)
+
+
+def _official_gaussian_mask(boxes, height, width, cell):
+    """The official calculate_box_mask_gaussian in plain Python: centre cell = int() of the grid
+    coordinate (truncation towards zero), radius max(0, int(r)), every cell within r (Chebyshev) of
+    the centre that lies on the map gets exp(−(Δx² + Δy²) / 2σ²), σ = (2r + 1) / 6, merged by max."""
+    mask = [[0.0] * width for _ in range(height)]
+    for x, y, _z, dx, dy, *_ in boxes:
+        r = max(0, int(gaussian_radius(dy / cell, dx / cell)))
+        cx, cy, sigma = int(x / cell), int(y / cell), (2 * r + 1) / 6
+        for row in range(height):
+            for col in range(width):
+                if abs(row - cy) <= r and abs(col - cx) <= r:
+                    g = math.exp(-((row - cy) ** 2 + (col - cx) ** 2) / (2 * sigma * sigma))
+                    mask[row][col] = max(mask[row][col], g)
+    return mask
+
+
+def test_a_box_centred_just_off_the_grid_draws_its_partial_gaussian():
+    grid = dict(bev_range=(0.0, 0.0, 8.0, 8.0), cell_size=0.5, stride=2)  # 8 × 8 cells of 1 m
+    boxes = [[-0.3, 3.5, 0.0, 8.0, 8.0, 1.0, 0.0],   # int(−0.3) = 0: the official code centres it on column 0
+             [-1.5, 6.2, 0.0, 8.0, 8.0, 1.0, 0.0],   # centre column −1: the right part of its Gaussian
+             [9.2, -2.7, 0.0, 8.0, 8.0, 1.0, 0.0],   # centre (9, −2), r = 2: only cell (col 7, row 0)
+             [20.0, 4.0, 0.0, 8.0, 8.0, 1.0, 0.0]]   # too far: nothing
+    assert int(gaussian_radius(8.0, 8.0)) == 2
+    got = draw_gaussian_mask(torch.tensor(boxes), **grid)
+    _close(got, _official_gaussian_mask(boxes, 8, 8, 1.0), atol=1e-6)
+    assert got[0, 7].item() == pytest.approx(math.exp(-8 / (2 * (5 / 6) ** 2)), rel=1e-6)
+    assert got[:, :2].max().item() == 1.0 and got[6, 1].item() == pytest.approx(math.exp(-4 / (2 * (5 / 6) ** 2)))
+    # the response loss uses it, counts the box that draws nothing, and takes a mask-weighted mean even
+    # when only a partial Gaussian (sum below 1) is left
+    loss = UniDistillResponseLoss(**grid, teacher_temperature=1.0)
+    hs, ht = torch.zeros(1, 1, 8, 8), torch.zeros(1, 1, 8, 8)
+    ht[0, 0, 0, 7] = 2.0
+    value = loss(hs, ht, [torch.tensor(boxes[2:])])
+    assert loss.last_skipped_boxes == 1
+    assert value.item() == pytest.approx(abs(0.5 - 1 / (1 + math.exp(-2))), rel=1e-5)

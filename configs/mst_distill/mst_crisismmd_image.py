@@ -11,6 +11,9 @@
 # Memory: with factor 2 the MaskNet on a 1,024-d layer has 1024·510·1025 = 535 M parameters (about
 # 2.1 GB, plus Adam state in stage 2); raise hidden_factor (all three stages alike) to shrink it:
 #   --cfg-options stages.1.model.hidden_factor=8 stages.2.model.hidden_factor=8
+# One departure from the official run: stack_masks=False (stage 3), the paper's one mask per expert.
+# The official code's stage-3 masks pile up, so 2 of its 4 experts differ from these: t_fusion/fusion.fc2 and
+# t_text/encoders.text.fc2 there also keep their teacher's first mask on. stack_masks=True reproduces them.
 _base_ = [
     "../crisismmd/_base_/models/crisismmd.py",
     "../crisismmd/_base_/datasets/crisismmd.py",
@@ -53,7 +56,9 @@ stages = [
     ),
     dict(  # stage 3: student + GateNet, top-1 expert per sample, teacher outputs cached
         name="routing_distillation",
-        model=dict(type="MSTRouterDistiller", student=student, teachers=teachers, mask_layers=mask_layers,
+        # stack_masks=False: one mask per expert (paper); the official code piles them up (True)
+        model=dict(type="MSTRouterDistiller", student=student, teachers=teachers, stack_masks=False,
+                   mask_layers=mask_layers,
                    hidden_factor=2, num_heads=3, top_k=1, kd_mode="topk", temperature=4.0,
                    load_balance=dict(type="LoadBalanceLoss", mode="kl"), w_task=1.0, w_kl=1.0, w_lb=1.0,
                    kl_decay=dict(factor=0.5, every=30), lb_decay=dict(factor=0.9, every=10), decay_at_epoch0=True,

@@ -9,6 +9,9 @@
 # Official hyper-parameters: batch 6; stage 1 and 2 one epoch each at Adam 1e-4; stage 3 100 epochs
 # at Adam 1e-4; MaskNet factor 2 / 3 heads on the 512-channel features (MaskNet2d).
 # The teacher cache is off: 4 experts × 41 × 480 × 640 logits per frame would take ~290 GB.
+# One departure from the official run: stack_masks=False (stage 3), the paper's one mask per expert.
+# The official code's stage-3 masks pile up, so 2 of its 4 experts differ from these: t_fusion/decoder.stage5 and
+# t_depth/decoder.stage5 there also keep their teacher's first mask on. stack_masks=True reproduces them.
 _base_ = [
     "../nyudv2/_base_/models/nyudv2.py",
     "../nyudv2/_base_/datasets/nyudv2.py",
@@ -53,7 +56,9 @@ stages = [
     ),
     dict(
         name="routing_distillation",
-        model=dict(type="MSTRouterDistiller", student=student, teachers=teachers, mask_layers=mask_layers,
+        # stack_masks=False: one mask per expert (paper); the official code piles them up (True)
+        model=dict(type="MSTRouterDistiller", student=student, teachers=teachers, stack_masks=False,
+                   mask_layers=mask_layers,
                    mask_shapes=mask_shapes, hidden_factor=2, num_heads=3, gate="GateNetDense", top_k=1,
                    kd_mode="topk", temperature=4.0, load_balance=dict(type="LoadBalanceLoss", mode="kl"),
                    w_task=1.0, w_kl=1.0, w_lb=1.0, kl_decay=dict(factor=0.5, every=30),

@@ -7,6 +7,9 @@
 # Official hyper-parameters (main-MST-Distill.py defaults, README): batch 512; stage 1 one epoch, Adam
 # 1e-4; stage 2 one epoch, Adam 1e-4; stage 3 100 epochs, Adam 1e-4 at a constant rate; MaskNet
 # factor 2 / 3 heads; top-1 routing; KL load balance; w_lb x0.9 / 10 epochs, w_kl x0.5 / 30 epochs.
+# One departure from the official run: stack_masks=False (stage 3), the paper's one mask per expert.
+# The official code's stage-3 masks pile up, so 2 of its 4 experts differ from these: t_fusion/fusion.fc2 and
+# t_audio/encoders.audio.fc2 there also keep their teacher's first mask on. stack_masks=True reproduces them.
 _base_ = [
     "../vggsound/_base_/models/vggsound.py",
     "../vggsound/_base_/datasets/vggsound.py",
@@ -49,7 +52,9 @@ stages = [
     ),
     dict(  # stage 3: student + GateNet, top-1 expert per sample, teacher outputs cached
         name="routing_distillation",
-        model=dict(type="MSTRouterDistiller", student=student, teachers=teachers, mask_layers=mask_layers,
+        # stack_masks=False: one mask per expert (paper); the official code piles them up (True)
+        model=dict(type="MSTRouterDistiller", student=student, teachers=teachers, stack_masks=False,
+                   mask_layers=mask_layers,
                    hidden_factor=2, num_heads=3, top_k=1, kd_mode="topk", temperature=4.0,
                    load_balance=dict(type="LoadBalanceLoss", mode="kl"), w_task=1.0, w_kl=1.0, w_lb=1.0,
                    kl_decay=dict(factor=0.5, every=30), lb_decay=dict(factor=0.9, every=10), decay_at_epoch0=True,

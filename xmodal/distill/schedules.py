@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import math
 
+import torch
 from mmengine.hooks import Hook
 
 from xmodal.engine.hooks import unwrap
@@ -57,15 +58,23 @@ class TAIDHook(Hook):
     """Moves the ``t`` of the named TAIDLoss terms after every training step with
     :class:`~xmodal.distill.losses.taid.TAIDSchedule` (progress = iteration / max_iters); the schedule
     state travels in checkpoints so a resumed run continues the same trajectory. ``t`` is logged as
-    ``taid_t/<term>``."""
+    ``taid_t/<term>``.
+
+    ``advance_on_val=True`` also steps the schedule once per validation batch, with that batch's
+    loss and the frozen training progress, as the official code does (its loss updates ``t`` in every
+    forward, validation included). Default False: ``t`` then follows the optimisation alone, so it
+    does not depend on how often and on how much data one validates, and no validation loss feeds
+    the training trajectory."""
 
     priority = "NORMAL"
 
     def __init__(self, terms: list[str], t_start: float = 0.4, t_end: float = 1.0, alpha: float = 5e-4,
-                 beta: float = 0.99, adaptive: bool = True) -> None:
+                 beta: float = 0.99, adaptive: bool = True, advance_on_val: bool = False) -> None:
         from xmodal.distill.losses.taid import TAIDSchedule
 
-        self.terms = list(terms)
+        if not isinstance(advance_on_val, bool):
+            raise ValueError(f"TAIDHook: advance_on_val must be True or False, got {advance_on_val!r}")
+        self.terms, self.advance_on_val = list(terms), advance_on_val
         self.schedules = {n: TAIDSchedule(t_start, t_end, alpha, beta, adaptive) for n in self.terms}
 
     def _losses(self, runner) -> dict:
@@ -90,6 +99,14 @@ class TAIDHook(Hook):
                 continue  # a NaN would poison the schedule's momentum, and with it t, for good
             loss.set_t(self.schedules[name].step(float(loss.t), value, progress))
             runner.message_hub.update_scalar(f"train/taid_t/{name}", float(loss.t))
+
+    def after_val_iter(self, runner, batch_idx: int, data_batch=None, outputs=None) -> None:
+        if not self.advance_on_val or data_batch is None:
+            return
+        model = unwrap(runner.model)
+        with torch.no_grad():  # the val loop has the model in eval mode: teachers run live, no CRD update
+            model(mode="loss", **model.data_preprocessor(data_batch, False))
+        self.after_train_iter(runner, batch_idx)
 
     def before_save_checkpoint(self, runner, checkpoint: dict) -> None:
         checkpoint["taid_schedules"] = {n: s.state_dict() for n, s in self.schedules.items()}

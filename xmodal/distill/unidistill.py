@@ -17,7 +17,9 @@ F(p) is bilinear sampling with ``grid_sample(align_corners=False)`` where grid c
 [j, j + 1) grid units; the relation uses f / (‖f‖ + 1e-4); the teacher heatmap is
 σ(logit / 2), the student's σ(logit); the regression maps (offset, height, size, sin/cos yaw,
 velocity and, for the IoU-aware head, IoU) are compared channel-averaged; the Gaussian radius is
-``max(0, int(r(min_overlap=0.7)))`` (no minimum of 2 here, unlike CenterPoint's heatmap targets);
+``max(0, int(r(min_overlap=0.7)))`` (no minimum of 2 here, unlike CenterPoint's heatmap targets), its
+centre cell ``int()`` of the grid coordinate, and a box centred off the grid still draws the part of
+its Gaussian on the grid;
 per-path weights are ``UNIDISTILL_WEIGHTS``.
 
 Conventions. Boxes: one (N_i, 7+) tensor per sample, ``[x, y, z, dx, dy, dz, yaw, ...]`` in the
@@ -169,16 +171,19 @@ def draw_gaussian_mask(boxes: torch.Tensor, bev_range: Sequence[float], cell_siz
 
 def _gaussian_mask(boxes: torch.Tensor, grid: BEVGrid, min_overlap: float, min_radius: int,
                    chunk: int = 64) -> tuple[torch.Tensor, int]:
-    """The mask and the number of boxes left out (non-finite, or centre outside the grid: those
-    are skipped as CenterPoint's target assignment does)."""
+    """The mask and the number of boxes that draw nothing on it (non-finite, or so far off the grid
+    that their Gaussian misses it). As in the official ``calculate_box_mask_gaussian``, the centre
+    cell is ``int()`` of the grid coordinate (truncation towards zero) and a centre off the grid
+    still draws the part of its Gaussian that lies on it."""
     height, width = grid.shape
     b = boxes.detach().float()
-    centre = torch.floor(_to_grid(b[:, :2], grid)).nan_to_num(-1.0, -1.0, -1.0)
-    ok = torch.isfinite(b[:, [0, 1, 3, 4]]).all(1) & (centre[:, 0] >= 0) & (centre[:, 0] < width) \
-        & (centre[:, 1] >= 0) & (centre[:, 1] < height)
-    b, centre = b[ok], centre[ok]
+    finite = torch.isfinite(b[:, [0, 1, 3, 4]]).all(1)
+    b, centre = b[finite], torch.trunc(_to_grid(b[finite, :2], grid))
     size = b[:, [3, 4]].clamp_min(0) / b.new_tensor(grid.step)  # (dx, dy) in cells
     radius = torch.floor(gaussian_radius(size[:, 1], size[:, 0], min_overlap)).clamp_min(min_radius)
+    reaches = (centre[:, 0] + radius >= 0) & (centre[:, 0] - radius < width) \
+        & (centre[:, 1] + radius >= 0) & (centre[:, 1] - radius < height)
+    b, centre, radius = b[reaches], centre[reaches], radius[reaches]
     mask = boxes.new_zeros(grid.shape, dtype=torch.float32)
     rows = torch.arange(height, device=boxes.device, dtype=torch.float32)
     cols = torch.arange(width, device=boxes.device, dtype=torch.float32)
@@ -190,7 +195,7 @@ def _gaussian_mask(boxes: torch.Tensor, grid: BEVGrid, min_overlap: float, min_r
         g_row = torch.exp(-d_row**2 / two_sigma_sq) * (d_row.abs() <= r)
         g_col = torch.exp(-d_col**2 / two_sigma_sq) * (d_col.abs() <= r)
         mask = torch.maximum(mask, (g_row[:, :, None] * g_col[:, None, :]).amax(0))
-    return mask, int((~ok).sum())
+    return mask, len(boxes) - len(b)
 
 
 def _check_box_tensor(where: str, boxes: object, label: str) -> None:
@@ -375,9 +380,10 @@ class UniDistillResponseLoss(nn.Module):
             skipped += n
         mask = torch.stack(masks)  # (B, H, W)
         self.last_skipped_boxes = skipped
-        # the centre cell of any drawn box holds 1, so a non-empty mask sums to >= 1 and the clamp
-        # only turns 0 / 0 (no box drawn in the batch) into 0
-        total = mask.sum().clamp_min(1.0)
+        # a mask-weighted mean, as the official Σ M·d / (Σ M + 1e-4); a box off the grid may leave only
+        # part of its Gaussian, so Σ M can be below 1: only an empty mask (0 / 0) is special, giving 0
+        total = mask.sum()
+        total = torch.where(total > 0, total, torch.ones_like(total))
         cls_s = torch.sigmoid(hs.float() / self.student_temperature).amax(1)
         cls_t = torch.sigmoid(ht.float() / self.teacher_temperature).amax(1)
         cls = torch.where(mask > 0, (cls_s - cls_t).abs() * mask, 0.0).sum() / total

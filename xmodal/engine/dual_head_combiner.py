@@ -13,10 +13,12 @@ from xmodal.registry import HOOKS
 
 def search_combiner(main: torch.Tensor, aux: torch.Tensor, labels: torch.Tensor, alphas: list[float],
                     betas: list[float]) -> tuple[float, float, float]:
-    """(alpha, beta, accuracy) with the best accuracy of ``mix_heads`` over the grid; ties keep the
-    first (smallest alpha, then the first beta), so α = 0 (main head alone) wins unless mixing helps."""
-    best = (0.0, 1.0, -1.0)
-    for alpha in alphas:
+    """(alpha, beta, accuracy) with the best accuracy of ``mix_heads`` over the grid (α: the main head's
+    weight). Ties keep the largest alpha, then the first beta, so α = 1 (main head alone) wins unless
+    mixing helps; the official search keeps the first point of its β-major order instead, which starts
+    at the auxiliary head alone (α = 0, β = 0.5)."""
+    best = (1.0, 1.0, -1.0)
+    for alpha in sorted(alphas, reverse=True):
         for beta in betas:
             accuracy = (mix_heads(main, aux, alpha, beta).argmax(1) == labels).float().mean().item()
             if accuracy > best[2]:
@@ -65,7 +67,7 @@ class DualHeadCombinerHook(Hook):
         main, aux, labels = self._gather({k: torch.cat(v) for k, v in parts.items()})
         alpha, beta, accuracy = search_combiner(main, aux, labels, self.alphas, self.betas)
         model.set_combiner(alpha, beta)
-        runner.logger.info(f"DualHeadCombinerHook: alpha={alpha:.2f} (auxiliary-head weight), beta={beta:g} "
+        runner.logger.info(f"DualHeadCombinerHook: alpha={alpha:.2f} (main-head weight), beta={beta:g} "
                            f"→ validation accuracy {accuracy:.4f}")
 
     @staticmethod

@@ -29,6 +29,8 @@ selected), no label loss on the proxies, no weights between the terms. Choices m
 * ``temperature`` applies to every KL, with the usual T² factor (the official setting T = 1 is unchanged);
 * features with spatial dimensions (B, C, ...) are averaged over them first (the official conv proxy
   pools first); the hidden width of a proxy is its input width, as in the official 1-D proxy;
+* initialisation follows the authors' proxy: Kaiming fan-out on the first layer, PyTorch's default on
+  the last Linear (MST-Distill's 1-D port of the proxy puts Kaiming on both);
 * in training mode a batch of one sample normalises with the BatchNorm running statistics.
 
 Term (the logits come through ``inputs``)::
@@ -87,17 +89,18 @@ def c2kd_objective(proxy_student: torch.Tensor, proxy_teacher: torch.Tensor, stu
 
 
 class ProxyHead(nn.Module):
-    """Linear(d, d) → BatchNorm1d → LeakyReLU(0.1) → Linear(d, C), Kaiming-normal (fan_out) weights and
-    zero biases as in the official proxy; the first linear has no bias (the BatchNorm removes it)."""
+    """Linear(d, d) → BatchNorm1d → LeakyReLU(0.1) → Linear(d, C). Initialised as the official proxy
+    (huofushuo/C2KD ``Tea``/``Stu``): the first linear, the official 1×1 conv, gets Kaiming-normal
+    (fan_out) weights and no bias (the BatchNorm removes it); the last linear keeps PyTorch's default
+    init, which the official code never touches (a Kaiming last layer makes the proxies several
+    times sharper at step 0)."""
 
     def __init__(self, in_dim: int, num_classes: int) -> None:
         super().__init__()
         self.fc1 = nn.Linear(in_dim, in_dim, bias=False)
         self.bn = nn.BatchNorm1d(in_dim)
         self.fc2 = nn.Linear(in_dim, num_classes)
-        for fc in (self.fc1, self.fc2):
-            nn.init.kaiming_normal_(fc.weight, mode="fan_out", nonlinearity="relu")
-        nn.init.zeros_(self.fc2.bias)
+        nn.init.kaiming_normal_(self.fc1.weight, mode="fan_out", nonlinearity="relu")
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         h = self.fc1(x)

@@ -10,7 +10,8 @@ The student is pulled towards an intermediate target that moves from (mostly) it
 ``forward`` is the formula at the current ``t`` (a buffer, so it is saved with the model).
 :class:`TAIDSchedule` moves ``t`` during training (t_start 0.4 → t_end 1.0, momentum β = 0.99 of the
 loss's relative change, step size α = 5e-4, never below the linear ramp), driven by
-``xmodal.distill.schedules.TAIDHook``. The official code minimises the cross-entropy −Σ p_t log q_s,
+``xmodal.distill.schedules.TAIDHook`` after every training step (``advance_on_val=True``: also after
+every validation batch, as the official code). The official code minimises the cross-entropy −Σ p_t log q_s,
 which differs from this KL by the entropy of p_t (a constant for the student's gradient); xmodal
 returns the KL, so the loss is 0 when student and teacher agree, and feeds the cross-entropy to the
 schedule so ``t`` moves as in the paper.
@@ -54,9 +55,9 @@ class TAIDLoss(nn.Module):
         log_p = F.log_softmax(mixed, dim=1)
         log_q = F.log_softmax(s, dim=1)
         kl = F.kl_div(log_q, log_p, log_target=True, reduction="sum") / s.shape[0]
-        if self.training:
-            entropy = -(log_p.exp() * log_p).sum() / s.shape[0]
-            self.last_cross_entropy = float(kl.detach() + entropy)
+        # recorded in eval mode too: TAIDHook(advance_on_val=True) steps t on validation batches
+        entropy = -(log_p.exp() * log_p).sum() / s.shape[0]
+        self.last_cross_entropy = float(kl.detach() + entropy)
         return kl
 
 

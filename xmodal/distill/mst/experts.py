@@ -43,7 +43,9 @@ def build_experts(teachers: nn.ModuleDict, mask_layers: dict[str, list[str]], ma
             owner = f"mask_layers['{teacher_name}']: teacher '{teacher_name}'"
             module = find_module(teachers[teacher_name], path, owner)
             shape = mask_shapes.get(teacher_name, {}).get(path)
-            channels, is_2d = (shape[0], len(shape) == 3) if shape else feature_spec(module, owner + f" '{path}'")
+            # a (C, 1, 1) map is a vector, as in the official get_MSTmodules
+            channels, is_2d = ((shape[0], len(shape) == 3 and tuple(shape[1:]) != (1, 1)) if shape
+                               else feature_spec(module, owner + f" '{path}'"))
             masks.append(build_masknet(channels, is_2d, factor, num_heads))
             own = (path, len(masks) - 1)
             active = [*active, own] if stack_masks else [own]

@@ -4,7 +4,9 @@ A feature of width D is embedded into a sequence of D tokens of width h (one Lin
 mixed by multi-head self-attention, projected to one value per token and squashed by a sigmoid;
 the result multiplies the feature channel-wise. h = D // (factor·heads) · heads (official
 factor 2, 3 heads). 2-D features (B, C, H, W) are first reduced to (B, C) by a depthwise stride-2
-convolution, a pointwise convolution, BatchNorm, ReLU and global average pooling.
+convolution, a pointwise convolution, BatchNorm, ReLU and global average pooling. A (B, C, 1, 1) map
+is a vector: the official code gives it the 1-D MaskNet, so ``mask_shapes`` ``[C, 1, 1]`` builds a
+``MaskNet1d``, and a ``MaskNet2d`` refuses such a map instead of masking it differently.
 """
 
 from __future__ import annotations
@@ -80,6 +82,10 @@ class MaskNet2d(nn.Module):
     def forward(self, feature: torch.Tensor) -> torch.Tensor:
         if feature.dim() != 4:
             raise ValueError(f"MaskNet2d expects a (B, C, H, W) feature, got shape {tuple(feature.shape)}")
+        if feature.shape[-2:] == (1, 1):
+            c = feature.shape[1]
+            raise ValueError(f"MaskNet2d got a {c}×1×1 map, which the official code masks as a vector (MaskNet_1d): "
+                             f"give this layer mask_shapes={{teacher: {{path: [{c}, 1, 1]}}}} to build a MaskNet1d")
         return self.mask(self.reduce(feature))
 
 

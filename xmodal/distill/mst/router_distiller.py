@@ -6,9 +6,12 @@ its softmax ranks the experts and the top-k are the sample's teachers:
     L = w_task·CE + w_kl·KD + w_lb·LB,   KD = mean over the k selected experts of T²·KL(p_expert ‖ p_student)
 
 ``kd_mode="topk"`` (official) averages the selected experts uniformly, so the top-k choice carries
-no gradient and the router learns from LB alone; ``"topk_weighted"`` multiplies each selected
-expert's term by its gate probability (as a Switch-Transformer layer scales its expert's output),
-so KD reaches the router too. The weight schedules follow the
+no gradient and the router learns from LB alone; ``"topk_weighted"`` weighs each selected expert's
+term by its gate probability renormalised over the k selected (weights summing to 1 per sample, so
+the KD scale, and with it w_kl, means the same as with ``"topk"``), and KD reaches the router too,
+except at k = 1 where the weight is always 1; ``"mixture"`` is the official code's unused
+gate-weighted variant: one KL towards the logits of all experts summed with the gate probabilities,
+the mixture detached (so, as there, KD does not reach the router). The weight schedules follow the
 official code (w_lb ×0.9 every 10 epochs, w_kl ×0.5 every 30, first decay after epoch 0:
 ``decay_at_epoch0=True``). Expert logits come from the teacher cache when ``TeacherCacheHook`` has
 attached one, else from live teacher forwards.
@@ -31,7 +34,7 @@ from xmodal.distill.mst.members import infer_num_classes, load_masks
 from xmodal.distill.teacher_cache import fingerprint
 from xmodal.registry import MODELS
 
-_KD_MODES = ("topk", "topk_weighted")
+_KD_MODES = ("topk", "topk_weighted", "mixture")
 
 
 def decayed(weight: float, epoch: int, factor: float, every: int, at_epoch0: bool) -> float:
@@ -67,7 +70,7 @@ class MSTRouterDistiller(MaskedExpertsModel):
         if not 1 <= top_k <= ways:
             raise ValueError(f"top_k={top_k} must be between 1 and the number of experts ({ways})")
         if kd_mode not in _KD_MODES:
-            raise ValueError(f"kd_mode={kd_mode!r}; expected one of {_KD_MODES}")
+            raise ValueError(f"MSTRouterDistiller: kd_mode={kd_mode!r}; expected one of {_KD_MODES}")
         self.gate = MODELS.build(dict(type=gate, num_classes=num_classes or infer_num_classes(self.student),
                                       ways=ways))
         self.load_balance = MODELS.build(load_balance or dict(type="LoadBalanceLoss", mode="kl"))
@@ -119,11 +122,15 @@ class MSTRouterDistiller(MaskedExpertsModel):
 
     def routed_kd(self, student_logits: torch.Tensor, experts: torch.Tensor, probs: torch.Tensor,
                   chosen: torch.Tensor) -> torch.Tensor:
+        if self.kd_mode == "mixture":
+            weights = probs.view(*probs.shape, *[1] * (experts.dim() - 2))
+            return soft_kl(student_logits, (weights * experts).sum(1).detach(), self.temperature)
         per_sample = torch.stack([soft_kl(student_logits, experts[torch.arange(len(chosen)), chosen[:, j]],
                                           self.temperature, reduction="none") for j in range(self.top_k)], 1)
         if self.kd_mode == "topk":
             return per_sample.mean(1).mean()
-        return (probs.gather(1, chosen) * per_sample).sum(1).mean()
+        selected = probs.gather(1, chosen)
+        return (selected / selected.sum(1, keepdim=True) * per_sample).sum(1).mean()
 
     def forward(self, batch: dict | None = None, mode: str = "tensor", **inputs):
         batch = merge_batch(self, batch, inputs)

@@ -1,4 +1,5 @@
-"""In-batch hard-negative mining by the student, shared by the retrieval distillation losses."""
+"""In-batch candidates for the retrieval distillation losses: the student's hardest negatives, or
+random ones (DCD's official sampling)."""
 
 from __future__ import annotations
 
@@ -22,3 +23,11 @@ def mine_candidates(similarity: torch.Tensor, positives: torch.Tensor, num_negat
     negatives = masked.topk(k, dim=1).indices
     own = torch.arange(similarity.shape[0], device=similarity.device).view(-1, 1)
     return torch.cat([own, negatives], dim=1)
+
+
+def sample_candidates(positives: torch.Tensor, num_negatives: int) -> torch.Tensor:
+    """As :func:`mine_candidates`, but the K negatives are drawn uniformly at random, without
+    replacement, from each row's non-positive columns (DCD's official candidates are random false
+    captions, drawn from the whole dataset there, from the batch here)."""
+    noise = torch.rand(positives.shape, device=positives.device)
+    return mine_candidates(noise, positives, num_negatives)

@@ -17,7 +17,11 @@ CNN-I itself is a ``ModalityClassifier`` with these two branches and
 Module names follow the official ones, so the official MST-Distill mask layers keep their names:
 CNN-I ``concat_identity`` / ``fc1`` → ``fusion.concat`` / ``fusion.fc1``; ThreeLayerCNN-A ``conv2`` /
 ``conv3`` (the cross-modal teacher of an image student) → ``encoders.audio.conv2`` / ``conv3``;
-LeNet5 ``conv3`` / ``fc1`` (that of an audio student) → ``encoders.image.conv3`` / ``fc1``.
+LeNet5 ``conv3`` / ``fc1`` (that of an audio student) → ``encoders.image.conv3`` / ``fc1``. The names
+match, the mask types need one setting: LeNet5's ``conv3`` outputs 120×1×1, which the official code
+masks as a vector (``MaskNet_1d``, 885,901 parameters), so give it
+``mask_shapes={teacher: {"encoders.image.conv3": [120, 1, 1]}}``; a Conv2d without ``mask_shapes``
+gets a ``MaskNet2d`` (901,621 parameters), which stops with that hint at its first 1×1 map.
 """
 
 from __future__ import annotations
