@@ -112,7 +112,8 @@ def kd_config(path: str) -> Config:
 
 def mst_config(path: str, cached: bool) -> Config:
     """The staged recipe's last stage, without its previous stage's weights; ``cached``: as configured
-    (the model's teacher_cache: TeacherCacheHook builds the expert cache), else the cache is off and teachers run every step."""
+    (the model's teacher_cache: TeacherCacheHook builds the expert cache), else the cache is off and
+    teachers run every step."""
     from xmodal.apis.config import load_config
     from xmodal.apis.stages import is_staged, stage_config
 
