@@ -23,9 +23,10 @@ from mmengine.runner import Runner
 
 import xmodal.engine  # noqa: F401  (trusted checkpoint loading)
 import xmodal.models  # noqa: F401  (registers the models)
-from xmodal.apis.config import CfgOptionsAction, load_config
-from xmodal.apis.errors import ConfigError, cli_errors, config_errors
+from xmodal.apis.config import CfgOptionsAction, config_errors, load_config
+from xmodal.apis.errors import cli_errors
 from xmodal.engine.checkpoint import atomic_write_bytes, load_weights, resolve_checkpoint
+from xmodal.errors import ConfigError
 from xmodal.evaluation.retrieval import RetrievalMetric
 from xmodal.registry import MODELS
 

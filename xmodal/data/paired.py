@@ -23,9 +23,9 @@ import numpy as np
 import torch
 from torch.utils.data import Dataset
 
-from xmodal.data.errors import DatasetFormatError
 from xmodal.data.fingerprint import describe_json
 from xmodal.data.splits import split_problems
+from xmodal.errors import DatasetFormatError
 from xmodal.registry import DATASETS, TRANSFORMS
 
 _TASKS = ("classification", "retrieval", "detection")

@@ -23,8 +23,8 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from xmodal.data.errors import DatasetFormatError
 from xmodal.data.paired import PairedDataset, read_json
+from xmodal.errors import DatasetFormatError
 from xmodal.registry import DATASETS
 
 _LABEL_CHUNK = 1 << 24  # label values range-checked per step, keeps the scan memory-flat

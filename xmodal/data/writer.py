@@ -29,9 +29,9 @@ from pathlib import Path
 
 import numpy as np
 
-from xmodal.data.errors import DatasetFormatError
 from xmodal.data.provenance import sha256_of
 from xmodal.data.splits import split_problems
+from xmodal.errors import DatasetFormatError
 from xmodal.version import __version__
 
 OFFICIAL_SPLIT_SEED = 19980427  # MST-Distill's indices_gen.py

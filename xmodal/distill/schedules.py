@@ -7,7 +7,7 @@ import math
 
 from mmengine.hooks import Hook
 
-from xmodal.engine.hooks import unwrap
+from xmodal.engine.unwrap import unwrap
 from xmodal.registry import HOOKS
 
 

@@ -1,5 +1,5 @@
-"""Runner hooks: RNG state in checkpoints, student-only export, a compact progress display, and
-:func:`add_default_hooks` (what every ``tools/train.py`` run gets)."""
+"""Runner hooks: RNG state in checkpoints, student-only export, a compact progress display
+(``xmodal.apis.runner.add_default_hooks`` decides which of them every run gets)."""
 
 from __future__ import annotations
 
@@ -9,12 +9,10 @@ from pathlib import Path
 import numpy as np
 import torch
 from mmengine.hooks import Hook
-from mmengine.model import is_model_wrapper
 
 import xmodal.engine.checkpoint_hook  # noqa: F401  (registers xmodal's CheckpointHook)
 from xmodal.engine.checkpoint import load_checkpoint_file, save_checkpoint_file
-from xmodal.engine.config_text import format_config_text_once
-from xmodal.engine.nan_guard import NonFiniteLossGuard
+from xmodal.engine.unwrap import unwrap
 from xmodal.registry import HOOKS
 
 
@@ -47,27 +45,6 @@ class RNGStateHook(Hook):
         cuda = state.get("cuda")
         if cuda is not None and torch.cuda.is_available() and torch.cuda.device_count() == len(cuda):
             torch.cuda.set_rng_state_all([s.cpu() for s in cuda])
-
-
-def add_default_hooks(runner, cfg) -> None:
-    """Hooks every training run gets whatever its config lists: :class:`RNGStateHook` (exact resume),
-    the non-finite loss guard (the config's ``nan_guard`` entry) and, for a Distiller with
-    ``teacher_cache``, the hook that builds the cache before training."""
-    from xmodal.distill.distiller_cache import DistillerCacheHook
-
-    format_config_text_once(runner)  # checkpoints store the config text; format it once, not per save
-    if not any(isinstance(hook, RNGStateHook) for hook in runner.hooks):
-        runner.register_hook(RNGStateHook())
-    wants_cache = getattr(unwrap(runner.model), "cache_spec", None) is not None
-    if wants_cache and not any(isinstance(hook, DistillerCacheHook) for hook in runner.hooks):
-        runner.register_hook(DistillerCacheHook())
-    guard = NonFiniteLossGuard.from_config(cfg.get("nan_guard"))
-    if guard is not None and not any(isinstance(hook, NonFiniteLossGuard) for hook in runner.hooks):
-        runner.register_hook(guard)
-
-
-def unwrap(model):
-    return model.module if is_model_wrapper(model) else model
 
 
 @HOOKS.register_module()
