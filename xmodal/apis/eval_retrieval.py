@@ -32,7 +32,10 @@ from xmodal.registry import MODELS
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
-    parser = argparse.ArgumentParser(description="Image-text Recall@K of a retrieval checkpoint on a dataset split.")
+    parser = argparse.ArgumentParser(
+        description="Image-text Recall@K of a trained retrieval model: builds the model from CONFIG, loads CHECKPOINT, "
+                    "embeds a dataset split and scores it. For embeddings you already have (.npy files), use "
+                    "xmodal-retrieval instead.")
     parser.add_argument("config", help="the config the checkpoint was trained with (student or RetrievalDistiller)")
     parser.add_argument("checkpoint", help="checkpoint file, or a work dir to use its best_*.pth")
     parser.add_argument("--split", choices=("val", "test"), default="test", help="which split (default: test)")

@@ -1,4 +1,4 @@
-"""Reader of xmodal's on-disk dataset format (DESIGN §5): paired modalities, labels, splits.
+"""Reader of xmodal's on-disk dataset format (docs/data_format.md): paired modalities, labels, splits.
 
 Layout of a dataset directory::
 

@@ -1,4 +1,4 @@
-"""Writing a dataset in xmodal's on-disk format (DESIGN §5): what every ``data_prep/`` script uses.
+"""Writing a dataset in xmodal's on-disk format (docs/data_format.md): what every ``data_prep/`` script uses.
 
 ``write_dataset`` writes arrays, labels, splits and ``meta.json`` (with SHA-256 checksums) into a
 temporary directory beside the target and renames it into place at the end, so an interrupted

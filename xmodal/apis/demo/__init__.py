@@ -28,9 +28,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
                         help="classification: digits-av image students (default); retrieval: shapes-captions "
                         "dual-encoder students with CPRD/DCD; bev: synthetic-scenes camera BEV detectors with "
                         "UniDistill from a LiDAR detector")
-    parser.add_argument("--methods", nargs="+", help="run only these rows (and the teachers they need); "
-                        "; ".join(f"{task}: {' '.join(r.method for r in suite.RUNS)}"
-                                  for task, suite in SUITES.items()))
+    rows = "; ".join(f"{task}: {' '.join(r.method for r in suite.RUNS)}" for task, suite in SUITES.items())
+    parser.add_argument("--methods", nargs="+", help=f"run only these rows (and the teachers they need); {rows}")
     return parser.parse_args(argv)
 
 
