@@ -64,6 +64,23 @@ def _check_finite(array: np.ndarray, path: Path, field: str) -> None:
             raise DatasetFormatError(path, field, f"non-finite value (NaN/Inf) in row {row}; expected finite numbers")
 
 
+def check_meta(meta: dict, path: Path, tasks: Sequence[str], expected_task: str,
+               required: Sequence[str] = ()) -> dict:
+    """The ``meta.json`` rules every array dataset shares: ``name``, ``task`` (one of ``tasks``; the error says
+    ``expected_task``), ``modalities`` as ``{name: {shape, dtype}}``, and the ``required`` keys."""
+    for key in ("name", "task", "modalities", *required):
+        if key not in meta:
+            raise DatasetFormatError(path, key, "required key missing")
+    if meta["task"] not in tasks:
+        raise DatasetFormatError(path, "task", f"got {meta['task']!r}; expected {expected_task}")
+    if not isinstance(meta["modalities"], dict) or not meta["modalities"]:
+        raise DatasetFormatError(path, "modalities", "expected a non-empty object {name: {shape, dtype}}")
+    for name, spec in meta["modalities"].items():
+        if not isinstance(spec, dict) or "shape" not in spec or "dtype" not in spec:
+            raise DatasetFormatError(path, f"modalities.{name}", "expected {'shape': [...], 'dtype': '...'}")
+    return meta
+
+
 @DATASETS.register_module()
 class PairedDataset(Dataset):
     """Samples of one split as dicts ``{modality: Tensor, "label": LongTensor, "index": LongTensor}``.
@@ -99,17 +116,7 @@ class PairedDataset(Dataset):
     # -- validation, one concern per method -------------------------------------------------
     def _read_meta(self) -> dict:
         path = self.data_root / "meta.json"
-        meta = read_json(path)
-        for key in ("name", "task", "modalities"):
-            if key not in meta:
-                raise DatasetFormatError(path, key, "required key missing")
-        if meta["task"] not in _TASKS:
-            raise DatasetFormatError(path, "task", f"got {meta['task']!r}; expected one of {_TASKS}")
-        if not isinstance(meta["modalities"], dict) or not meta["modalities"]:
-            raise DatasetFormatError(path, "modalities", "expected a non-empty object {name: {shape, dtype}}")
-        for name, spec in meta["modalities"].items():
-            if not isinstance(spec, dict) or "shape" not in spec or "dtype" not in spec:
-                raise DatasetFormatError(path, f"modalities.{name}", "expected {'shape': [...], 'dtype': '...'}")
+        meta = check_meta(read_json(path), path, _TASKS, f"one of {_TASKS}")
         if meta["task"] == "classification":
             classes = meta.get("classes")
             if not isinstance(classes, list) or not classes:
