@@ -7,7 +7,7 @@ from collections.abc import Sequence
 import torch
 from torch import nn
 
-from xmodal.distill.losses._checks import check_temperature
+from xmodal.distill.losses.checks import check_temperature
 from xmodal.distill.unidistill.keypoints import check_boxes, check_map
 from xmodal.models.bev.grid import NUSCENES_BEV_RANGE, BEVGrid, gaussian_mask, gaussian_radius
 from xmodal.registry import MODELS
