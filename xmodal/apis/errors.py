@@ -15,7 +15,6 @@ import sys
 from collections.abc import Callable
 from typing import TypeVar
 
-from xmodal.apis.config import describe_unknown_type
 from xmodal.errors import CheckpointError, StageError
 
 F = TypeVar("F", bound=Callable)
@@ -34,6 +33,8 @@ def user_error_types() -> tuple[type[BaseException], ...]:
 
 
 def format_error(error: BaseException) -> str:
+    from xmodal.apis.config import describe_unknown_type  # only for a KeyError: keeps this module light
+
     message = str(error)
     if isinstance(error, KeyError) and len(error.args) == 1 and isinstance(error.args[0], str):
         message = error.args[0]  # str(KeyError) adds quotes around the message
