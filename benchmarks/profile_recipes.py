@@ -366,7 +366,8 @@ class TimedRows:
 def run_recipe(name: str, args: argparse.Namespace) -> None:
     from mmengine.runner import Runner
 
-    from xmodal.engine.hooks import add_default_hooks, unwrap
+    from xmodal.apis.runner import add_default_hooks
+    from xmodal.engine.unwrap import unwrap
 
     with tempfile.TemporaryDirectory(prefix=f"profile-{name}-") as work_dir:
         cfg = kd_config(args.kd_config) if name == "kd" else mst_config(args.mst_config, cached=name == "mst-cached")

@@ -40,9 +40,9 @@ if __package__ in (None, ""):  # run as a script: make the repository importable
     sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from xmodal.apis.errors import cli_errors  # noqa: E402
-from xmodal.data.errors import DatasetFormatError  # noqa: E402
 from xmodal.data.provenance import provenance  # noqa: E402
 from xmodal.data.writer import DatasetStream, add_common_arguments, refuse_existing, splits_from_args  # noqa: E402
+from xmodal.errors import DatasetFormatError  # noqa: E402
 
 NAME = "avmnist"
 SHAPES = {"image": (1, 28, 28), "audio": (1, 112, 112)}

@@ -46,7 +46,6 @@ if __package__ in (None, ""):  # run as a script: make the repository importable
     sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from xmodal.apis.errors import cli_errors  # noqa: E402
-from xmodal.data.errors import DatasetFormatError  # noqa: E402
 from xmodal.data.provenance import provenance  # noqa: E402
 from xmodal.data.writer import (  # noqa: E402
     DatasetExistsError,
@@ -56,6 +55,7 @@ from xmodal.data.writer import (  # noqa: E402
     refuse_existing,
     write_dataset,
 )
+from xmodal.errors import DatasetFormatError  # noqa: E402
 
 NAME = "crisismmd"
 FEATURES_FILE = "CMMD_data.pth"

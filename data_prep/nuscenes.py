@@ -61,9 +61,9 @@ if __package__ in (None, ""):  # run as a script: make the repository importable
     sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from xmodal.apis.errors import cli_errors  # noqa: E402
-from xmodal.data.errors import DatasetFormatError  # noqa: E402
 from xmodal.data.provenance import provenance  # noqa: E402
 from xmodal.data.writer import DatasetExistsError, refuse_existing, sha256_of  # noqa: E402
+from xmodal.errors import DatasetFormatError  # noqa: E402
 from xmodal.evaluation.detection import DETECTION_NAMES  # noqa: E402
 
 TABLES = ("sample", "sample_data", "sample_annotation", "calibrated_sensor", "ego_pose", "category", "instance",

@@ -58,7 +58,6 @@ if __package__ in (None, ""):  # run as a script: make the repository importable
     sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from xmodal.apis.errors import cli_errors  # noqa: E402
-from xmodal.data.errors import DatasetFormatError  # noqa: E402
 from xmodal.data.provenance import provenance  # noqa: E402
 from xmodal.data.writer import (  # noqa: E402
     DatasetExistsError,
@@ -68,6 +67,7 @@ from xmodal.data.writer import (  # noqa: E402
     read_split_file,
     refuse_existing,
 )
+from xmodal.errors import DatasetFormatError  # noqa: E402
 
 NAME = "ravdess"
 CLASSES = ("neutral", "calm", "happy", "sad", "angry", "fearful", "disgust", "surprised")

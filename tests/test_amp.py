@@ -23,8 +23,8 @@ from xmodal.data.writer import write_dataset
 from xmodal.distill import Distiller
 from xmodal.distill import losses as L
 from xmodal.engine.checkpoint import save_checkpoint_file
-from xmodal.engine.hooks import unwrap
 from xmodal.engine.optim_wrapper import CPUBf16OptimWrapper
+from xmodal.engine.unwrap import unwrap
 from xmodal.models import ModalityClassifier
 from xmodal.registry import HOOKS, OPTIM_WRAPPERS
 

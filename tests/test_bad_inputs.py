@@ -37,13 +37,13 @@ from tests.conftest import write_dataset as write_tiny_dataset
 from xmodal.apis import eval_retrieval as eval_retrieval_api
 from xmodal.apis import test as test_api
 from xmodal.apis import train as train_api
-from xmodal.apis.errors import ConfigError
 from xmodal.cli import retrieval as retrieval_cli
 from xmodal.data import DatasetFormatError, PairedDataset
 from xmodal.data.detection import DetectionDataset, write_detection_dataset
 from xmodal.data.retrieval import RetrievalDataset, write_retrieval_dataset
 from xmodal.data.writer import DatasetExistsError, read_split_file, write_dataset
 from xmodal.distill.distiller import Distiller
+from xmodal.errors import ConfigError
 from xmodal.evaluation.detection import evaluate_nuscenes
 from xmodal.registry import MODELS
 
@@ -1010,7 +1010,8 @@ def test_debug_mode_lets_the_exception_through(tmp_path, monkeypatch):
 
 
 def test_registry_errors_outside_a_config_still_suggest_and_bugs_pass_through():
-    from xmodal.apis.errors import config_errors, format_error
+    from xmodal.apis.config import config_errors
+    from xmodal.apis.errors import format_error
 
     with pytest.raises(KeyError) as info:
         MODELS.build(dict(type="KDLos"))  # mmengine's own message: "KDLos is not in the xmodal::model registry..."

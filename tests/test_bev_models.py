@@ -12,7 +12,6 @@ from hypothesis import strategies as st
 from xmodal.distill.unidistill import UniDistillFeatureLoss, UniDistillRelationLoss
 from xmodal.evaluation.detection import NuScenesMetric
 from xmodal.models.bev import BEVDetector, CenterPointHead, LiftSplatCamera, PillarFeatureNet
-from xmodal.models.bev._grid import build_grid
 from xmodal.models.bev.centerpoint_head import (
     CIRCLE_NMS_RADIUS,
     circle_nms,
@@ -21,6 +20,7 @@ from xmodal.models.bev.centerpoint_head import (
     encode_boxes,
     gaussian_focal_loss,
 )
+from xmodal.models.bev.grid import build_grid
 from xmodal.registry import MODELS
 
 # 32 x 32 cells of 0.6 m around the sensor: the small grid of the tests and the demo

@@ -63,7 +63,7 @@ def test_unidistill_terms_rejects_an_unknown_path():
 def test_bev_demo_table_and_picture(tmp_path):
     from rich.console import Console
 
-    from xmodal.apis import demo_bev
+    from xmodal.apis.demo import bev as demo_bev
 
     scene = {"points": [[10.0, 1.0], [20.0, -3.0]], "gt_boxes": [[10.0, 1.0, 0.0, 4.5, 1.9, 1.6, 0.3]],
              "pred_boxes": [[10.4, 1.2, 0.0, 4.0, 1.8, 1.5, 0.2]], "pred_scores": [0.8], "token": "000001"}

@@ -54,7 +54,7 @@ class Script:
             src, js = _flickr_source(tmp)
             self.main, self.index = flickr30k.main, js
             self.argv = ["--src", str(src), "--karpathy", str(js), "--out", str(self.out)]
-            self.module, self.step = retrieval, "_place"  # called per image file
+            self.module, self.step = retrieval, "place"  # called per image file
 
     def run(self, *extra: str) -> int:
         try:

@@ -6,8 +6,8 @@ import numpy as np
 import pytest
 
 from xmodal.data import PairedDataset
-from xmodal.data.errors import DatasetFormatError
 from xmodal.data.writer import DatasetExistsError, cut_splits, official_splits, read_split_file, write_dataset
+from xmodal.errors import DatasetFormatError
 
 
 def test_official_splits_reproduce_the_official_index_generation():

@@ -20,7 +20,6 @@ from xmodal.data.detection import (
     resize_intrinsics,
     write_detection_dataset,
 )
-from xmodal.data.errors import DatasetFormatError
 from xmodal.data.synthetic_scenes import (
     CLASS_COLOURS,
     SyntheticScenesDataset,
@@ -29,6 +28,7 @@ from xmodal.data.synthetic_scenes import (
     make_scene,
 )
 from xmodal.data.writer import DatasetExistsError
+from xmodal.errors import DatasetFormatError
 from xmodal.registry import DATASETS
 
 S2 = math.sqrt(0.5)

@@ -7,8 +7,8 @@ import torch
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from xmodal.distill import search_combiner
 from xmodal.distill.losses import DHOLoss
-from xmodal.engine import search_combiner
 from xmodal.models import DualHeadClassifier
 from xmodal.models.dual_head import mix_heads
 

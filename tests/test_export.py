@@ -131,7 +131,7 @@ def test_existing_outputs_are_refused_without_force(distilled, tmp_path, capsys,
 
 def test_failed_parity_check_writes_nothing(distilled, tmp_path, capsys, monkeypatch):
     monkeypatch.chdir(REPO)
-    monkeypatch.setattr("xmodal.apis.export.parity", lambda graph, path: 0.5)
+    monkeypatch.setattr("xmodal.apis.export_parity.parity", lambda graph, path: 0.5)
     out, onnx = tmp_path / "student.pth", tmp_path / "student.onnx"
     code, err = _exit_code(capsys, KD_CONFIG, distilled["checkpoint"], "--out", out, "--onnx", onnx,
                            "--input-shape", "image=1,28,28")

@@ -24,8 +24,8 @@ from hypothesis import strategies as st
 from hypothesis.extra import numpy as hnp
 
 import xmodal.distill.losses  # noqa: F401  (registers the losses)
-from xmodal.data.errors import DatasetFormatError
 from xmodal.data.paired import PairedDataset
+from xmodal.errors import DatasetFormatError
 from xmodal.registry import MODELS
 
 FUZZ = settings(max_examples=40, deadline=None, suppress_health_check=[HealthCheck.too_slow])

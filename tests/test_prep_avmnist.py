@@ -13,8 +13,8 @@ from mmengine.registry import init_default_scope
 from data_prep import avmnist
 from tests.conftest import REPO
 from xmodal.data import PairedDataset
-from xmodal.data.errors import DatasetFormatError
 from xmodal.data.writer import DatasetExistsError, official_splits
+from xmodal.errors import DatasetFormatError
 from xmodal.registry import DATASETS
 
 N_TRAIN, N_TEST = 12, 8

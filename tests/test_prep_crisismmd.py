@@ -17,9 +17,9 @@ import pytest
 import torch
 
 from data_prep import crisismmd
-from xmodal.data.errors import DatasetFormatError
 from xmodal.data.paired import PairedDataset
 from xmodal.data.writer import DatasetExistsError, official_splits
+from xmodal.errors import DatasetFormatError
 
 REPO = Path(__file__).resolve().parents[1]
 LABELS = np.array([0, 1, 2, 3, 4, 5, 6, 7, 7, 0])

@@ -12,9 +12,9 @@ h5py = pytest.importorskip("h5py")
 
 from data_prep import nyudv2  # noqa: E402
 from tests.conftest import REPO  # noqa: E402
-from xmodal.data.errors import DatasetFormatError  # noqa: E402
 from xmodal.data.segmentation import SegmentationDataset  # noqa: E402
 from xmodal.data.writer import official_splits  # noqa: E402
+from xmodal.errors import DatasetFormatError  # noqa: E402
 
 N, H, W = 10, 32, 40  # NYU: 1449, 480, 640; pooling five times needs H, W >= 32
 

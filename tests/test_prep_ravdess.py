@@ -12,9 +12,9 @@ import pytest
 import soundfile as sf
 
 from data_prep import ravdess
-from xmodal.data.errors import DatasetFormatError
 from xmodal.data.paired import PairedDataset
 from xmodal.data.writer import DatasetExistsError, official_splits
+from xmodal.errors import DatasetFormatError
 
 REPO = Path(__file__).resolve().parents[1]
 # (actor folder, stem without the modality field, number of video frames, audio seconds)

@@ -9,9 +9,9 @@ import numpy as np
 import pytest
 
 from data_prep import vggsound
-from xmodal.data.errors import DatasetFormatError
 from xmodal.data.paired import PairedDataset
 from xmodal.data.writer import DatasetExistsError, official_splits
+from xmodal.errors import DatasetFormatError
 
 REPO = Path(__file__).resolve().parents[1]
 NAMES = ["v6bPsB1h3wvE_110_120_out", "v-0BIyqJj9ZU_30_40_out", "vzzgkUs5-kbw_0_10_out", "vAb3_xyz9QRs_50_60_out",

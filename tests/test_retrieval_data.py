@@ -13,9 +13,9 @@ from PIL import Image
 from torch.utils.data import DataLoader
 
 from data_prep import coco_captions, flickr30k, karpathy
-from xmodal.data.errors import DatasetFormatError
 from xmodal.data.retrieval import RetrievalDataset, load_image, write_retrieval_dataset
 from xmodal.data.writer import DatasetExistsError, sha256_of
+from xmodal.errors import DatasetFormatError
 from xmodal.registry import DATASETS
 
 COLOURS = [(255, 0, 0), (0, 255, 0), (0, 0, 255), (255, 255, 0), (0, 255, 255), (255, 0, 255)]

@@ -9,8 +9,8 @@ import torch.nn.functional as F
 from mmengine.config import Config
 
 from tests.conftest import REPO
-from xmodal.data.errors import DatasetFormatError
 from xmodal.data.segmentation import SegmentationDataset
+from xmodal.errors import DatasetFormatError
 from xmodal.evaluation.segmentation import SegmentationMetric, pixel_confusion_matrix
 from xmodal.models.fusenet import FuseNetSegmenter
 from xmodal.registry import METRICS, MODELS

@@ -10,11 +10,13 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from xmodal.distill.unidistill import (
-    KEYPOINT_NAMES,
     UNIDISTILL_WEIGHTS,
     UniDistillFeatureLoss,
     UniDistillRelationLoss,
     UniDistillResponseLoss,
+)
+from xmodal.models.bev.grid import (
+    KEYPOINT_NAMES,
     box_keypoints,
     draw_gaussian_mask,
     gaussian_radius,

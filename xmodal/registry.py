@@ -23,7 +23,7 @@ DATASETS = Registry("dataset", parent=MMENGINE_DATASETS, locations=["xmodal.data
 TRANSFORMS = Registry("transform", parent=MMENGINE_TRANSFORMS, locations=["xmodal.data"])
 DATA_SAMPLERS = Registry("data sampler", parent=MMENGINE_DATA_SAMPLERS, locations=["xmodal.data"])
 METRICS = Registry("metric", parent=MMENGINE_METRICS, locations=["xmodal.evaluation"])
-HOOKS = Registry("hook", parent=MMENGINE_HOOKS, locations=["xmodal.engine"])
+HOOKS = Registry("hook", parent=MMENGINE_HOOKS, locations=["xmodal.engine", "xmodal.distill"])
 LOOPS = Registry("loop", parent=MMENGINE_LOOPS, locations=["xmodal.engine"])
 OPTIM_WRAPPERS = Registry("optim_wrapper", parent=MMENGINE_OPTIM_WRAPPERS, locations=["xmodal.engine"])
 

@@ -17,10 +17,12 @@ from pathlib import Path
 from mmengine.config import Config
 
 import xmodal.engine  # noqa: F401  (atomic checkpoint writes, trusted loading)
-from xmodal.apis.config import load_config, set_max_epochs
-from xmodal.apis.demo import DemoRun, _quiet, aggregate, plot_summary, train_and_test
-from xmodal.apis.errors import ConfigError, cli_errors, read_config
+from xmodal.apis.config import load_config, read_config, set_max_epochs
+from xmodal.apis.demo.classification import aggregate, plot_summary, train_and_test
+from xmodal.apis.demo.common import DemoRun, quiet
+from xmodal.apis.errors import cli_errors
 from xmodal.engine.checkpoint import atomic_write_bytes
+from xmodal.errors import ConfigError
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
@@ -47,7 +49,7 @@ def entry_config(spec: Config, entry: dict, teacher_dirs: dict[str, Path], out: 
                  epochs: int) -> Config:
     cfg = load_config(spec.student_config, work_dir=str(out / entry["name"]))
     set_max_epochs(cfg, epochs)
-    _quiet(cfg, seed)
+    quiet(cfg, seed)
     refs = [term["teacher"] for term in entry["losses"]]
     refs += [ref for term in entry["losses"] for ref in (term.get("inputs") or {}).values()]
     used = {ref.partition(".")[0] for ref in refs} & set(spec.teachers) or {next(iter(spec.teachers))}
@@ -99,7 +101,7 @@ def main(argv: list[str] | None = None) -> dict:
             for name, config in spec.teachers.items():
                 cfg = load_config(config, work_dir=str(seed_out / f"teacher_{name}"))
                 set_max_epochs(cfg, epochs)
-                _quiet(cfg, seed)
+                quiet(cfg, seed)
                 task = progress.add_task(f"teacher {name}"[:18], total=None, status="")
                 train_and_test(DemoRun(f"teacher_{name}", config, []), cfg, progress, task, seed)
                 teacher_dirs[name] = Path(cfg.work_dir)

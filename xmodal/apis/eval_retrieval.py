@@ -23,15 +23,19 @@ from mmengine.runner import Runner
 
 import xmodal.engine  # noqa: F401  (trusted checkpoint loading)
 import xmodal.models  # noqa: F401  (registers the models)
-from xmodal.apis.config import CfgOptionsAction, load_config
-from xmodal.apis.errors import ConfigError, cli_errors, config_errors
+from xmodal.apis.config import CfgOptionsAction, config_errors, load_config
+from xmodal.apis.errors import cli_errors
 from xmodal.engine.checkpoint import atomic_write_bytes, load_weights, resolve_checkpoint
+from xmodal.errors import ConfigError
 from xmodal.evaluation.retrieval import RetrievalMetric
 from xmodal.registry import MODELS
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
-    parser = argparse.ArgumentParser(description="Image-text Recall@K of a retrieval checkpoint on a dataset split.")
+    parser = argparse.ArgumentParser(
+        description="Image-text Recall@K of a trained retrieval model: builds the model from CONFIG, loads CHECKPOINT, "
+                    "embeds a dataset split and scores it. For embeddings you already have (.npy files), use "
+                    "xmodal-retrieval instead.")
     parser.add_argument("config", help="the config the checkpoint was trained with (student or RetrievalDistiller)")
     parser.add_argument("checkpoint", help="checkpoint file, or a work dir to use its best_*.pth")
     parser.add_argument("--split", choices=("val", "test"), default="test", help="which split (default: test)")

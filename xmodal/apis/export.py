@@ -11,7 +11,8 @@ and the student takes the ``student.*`` weights of the checkpoint strictly throu
 ``Distiller.student_state_dict()`` and ``StudentExportHook``'s ``student_best.pth`` hold: it loads into
 the plain student config (``tools/test.py configs/digits_av/student_image.py student.pth``).
 
-``--onnx`` also writes the student's inference forward as ONNX, batch axis dynamic:
+``--onnx`` also writes the student's inference forward as ONNX, batch axis dynamic
+(:mod:`xmodal.apis.export_onnx`; the parity check is :mod:`xmodal.apis.export_parity`):
 
 * models fed modality tensors (``ModalityClassifier``, ``DualHeadClassifier``, ``FuseNetSegmenter``):
   one graph, one input per modality named after it, outputs ``logits`` and ``embedding``;
@@ -40,7 +41,6 @@ from __future__ import annotations
 
 import argparse
 import contextlib
-import dataclasses
 import json
 import os
 import sys
@@ -56,20 +56,16 @@ from torch import nn
 import xmodal.engine  # noqa: F401  (trusted checkpoint loading, atomic writes)
 from xmodal.apis.config import load_config
 from xmodal.apis.errors import cli_errors
+from xmodal.apis.export_onnx import LARGE_MODEL_BYTES, ExportError, Graph, export_graph, onnx_paths
+from xmodal.apis.export_parity import parity_or_skip
 from xmodal.apis.stages import is_staged, stage_dir, test_config
 from xmodal.engine.checkpoint import load_weights, resolve_checkpoint, save_checkpoint_file
 from xmodal.registry import DATASETS, MODELS
 
 NUM_SAMPLES = 4  # example batch for the export and the parity check
 PLACEHOLDER_CAPTIONS = ("a photo", "a red circle above a small blue square")  # text graph inputs without a dataset
-LARGE_MODEL_BYTES = 1 << 30  # above this, weights go to an external ``.onnx.data`` file (protobuf's 2 GB limit)
 
 
-class ExportError(RuntimeError):
-    """The ONNX export or its parity check failed (the inputs were fine)."""
-
-
-# -- the student -------------------------------------------------------------------------------------------
 def student_config(cfg: Config) -> dict:
     """The student's model config: a distiller's ``student``, or the model itself."""
     return cfg.model["student"] if "student" in cfg.model else cfg.model
@@ -181,17 +177,6 @@ class TextTower(nn.Module):
         return torch.nn.functional.normalize(self.model.clip.encode_text(text).float(), dim=-1)
 
 
-@dataclasses.dataclass
-class Graph:
-    """One ONNX file: the module to trace, its example inputs (name → tensor), output names, metadata."""
-
-    suffix: str
-    module: nn.Module
-    inputs: dict[str, torch.Tensor]
-    outputs: list[str]
-    metadata: dict[str, str] = dataclasses.field(default_factory=dict)
-
-
 def _is_dual_encoder(model: nn.Module) -> bool:
     return all(hasattr(model, a) for a in ("encode_image", "tokenize", "clip"))
 
@@ -241,61 +226,7 @@ def graphs(model: nn.Module, batch: dict, meta: dict) -> list[Graph]:
     return [Graph("", ModalityInputs(model, names, outputs), example, outputs, common)]
 
 
-def onnx_paths(onnx: Path, parts: list[str]) -> list[Path]:
-    """``student.onnx`` for a single graph; ``student.image.onnx``, ``student.text.onnx`` for several."""
-    return [onnx if not part else onnx.with_name(onnx.stem + part + onnx.suffix) for part in parts]
-
-
-# -- export and parity -----------------------------------------------------------------------------------------
-def export_graph(graph: Graph, path: Path, external_data: bool = False) -> None:
-    """Export with a dynamic batch axis (one dimension shared by all inputs) into ``path``, with the metadata."""
-    batch = torch.export.Dim("batch")
-    specs = tuple({0: batch} for _ in graph.inputs)
-    # a ``*tensors`` forward takes its inputs as one tuple argument
-    dynamic = (specs,) if isinstance(graph.module, ModalityInputs) else specs
-    try:
-        program = torch.onnx.export(graph.module.eval(), tuple(graph.inputs.values()), None, dynamo=True,
-                                    input_names=list(graph.inputs), output_names=graph.outputs,
-                                    dynamic_shapes=dynamic, verbose=False)
-    except ImportError as err:  # torch.onnx needs onnxscript (and onnx)
-        raise ExportError(f"ONNX export needs the export extra ({err}): pip install 'xmodal[export]'") from err
-    except Exception as err:  # an operator or Python construct that torch.export / ONNX cannot express
-        first = (str(err).strip().splitlines() or [type(err).__name__])[0]
-        raise ExportError(f"ONNX export of {type(graph.module.model).__name__} failed: {first}") from err
-    program.model.metadata_props.update(graph.metadata)
-    program.save(str(path), external_data=external_data)
-
-
-def parity(graph: Graph, path: Path) -> float:
-    """Largest |onnxruntime − PyTorch| over the outputs, on the example batch and on its first row alone."""
-    import numpy as np
-    import onnxruntime
-
-    session = onnxruntime.InferenceSession(str(path), providers=["CPUExecutionProvider"])
-    worst = 0.0
-    for rows in (slice(None), slice(0, 1)):
-        inputs = {name: value[rows] for name, value in graph.inputs.items()}
-        with torch.no_grad():
-            expected = graph.module(*inputs.values())
-        expected = expected if isinstance(expected, tuple) else (expected,)
-        got = session.run(graph.outputs, {name: value.numpy() for name, value in inputs.items()})
-        for name, want, have in zip(graph.outputs, expected, got):
-            if tuple(have.shape) != tuple(want.shape):
-                raise ExportError(f"{path.name}: output '{name}' has shape {tuple(have.shape)} in onnxruntime, "
-                                  f"{tuple(want.shape)} in PyTorch")
-            worst = max(worst, float(np.abs(have.astype(np.float64) - want.double().numpy()).max(initial=0.0)))
-    return worst
-
-
-def _parity_or_skip(graph: Graph, path: Path) -> float | None:
-    try:
-        import onnxruntime  # noqa: F401
-    except ImportError:
-        print("onnxruntime is not installed: parity check skipped (pip install onnxruntime)", file=sys.stderr)
-        return None
-    return parity(graph, path)
-
-
+# -- export ------------------------------------------------------------------------------------------------------
 def _check_free(paths: list[Path], force: bool) -> None:
     for path in paths:
         if path.is_dir():
@@ -339,7 +270,7 @@ def export(config: str, checkpoint: str, out: str, onnx: str | None = None, inpu
                 staged += [(f, target.with_name(f.name)) for f in written]
                 report["onnx"].append(_describe(graph, target))
                 if check:
-                    diffs.append(_parity_or_skip(graph, tmp / target.name))
+                    diffs.append(parity_or_skip(graph, tmp / target.name))
             if diffs and all(d is not None for d in diffs):
                 report["max_abs_diff"], report["parity_inputs"] = max(diffs), source
                 if max(diffs) > atol:

@@ -21,15 +21,13 @@ from mmengine.config import Config
 from mmengine.dist import barrier
 from mmengine.runner import Runner
 
+from xmodal.apis.config import enable_amp
+from xmodal.apis.runner import add_default_hooks
 from xmodal.engine.checkpoint import atomic_write_bytes, resolve_checkpoint
-from xmodal.engine.hooks import add_default_hooks
+from xmodal.errors import StageError
 
 DONE_FILE = "stage_done.json"
 _RUN_IDS = itertools.count()
-
-
-class StageError(RuntimeError):
-    """A stage cannot run: its input stage has not finished, or the stage number is wrong."""
 
 
 def is_staged(cfg: Config) -> bool:
@@ -97,8 +95,6 @@ def is_done(cfg: Config, number: int) -> bool:
 def run_stage(cfg: Config, number: int, resume: bool = False, amp: bool = False, hooks=None) -> Path:
     """Train stage ``number``; returns its output checkpoint. ``hooks(number)`` may return extra
     hook objects to register on the stage's Runner (progress display, history)."""
-    from xmodal.apis.config import enable_amp
-
     if number > 1 and not is_done(cfg, number - 1):
         raise StageError(f"stage {number} ({cfg.stages[number - 1].get('name', '?')}) starts from stage "
                          f"{number - 1}'s output, but {stage_dir(cfg, number - 1) / DONE_FILE} does not exist: "

@@ -8,11 +8,11 @@ from pathlib import Path
 
 from mmengine.runner import Runner
 
-from xmodal.apis.config import CfgOptionsAction, load_config
-from xmodal.apis.errors import cli_errors, config_errors, require_keys
+from xmodal.apis.config import CfgOptionsAction, config_errors, load_config, require_keys
+from xmodal.apis.errors import cli_errors
 from xmodal.apis.stages import is_staged, stage_dir, test_config
 from xmodal.engine.checkpoint import atomic_write_bytes, load_weights, resolve_checkpoint
-from xmodal.engine.hooks import unwrap
+from xmodal.engine.unwrap import unwrap
 from xmodal.evaluation.routing import plot_router_usage
 
 

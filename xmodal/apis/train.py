@@ -7,10 +7,11 @@ import argparse
 from mmengine.runner import Runner
 
 import xmodal.engine  # noqa: F401  (atomic checkpoint writes, trusted loading)
-from xmodal.apis.config import CfgOptionsAction, enable_amp, load_config
-from xmodal.apis.errors import ConfigError, cli_errors, config_errors, require_keys
+from xmodal.apis.config import CfgOptionsAction, config_errors, enable_amp, load_config, require_keys
+from xmodal.apis.errors import cli_errors
+from xmodal.apis.runner import add_default_hooks
 from xmodal.apis.stages import is_staged, run_stages
-from xmodal.engine.hooks import add_default_hooks
+from xmodal.errors import ConfigError
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:

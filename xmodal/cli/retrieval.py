@@ -23,7 +23,10 @@ from xmodal.evaluation.retrieval import recall_at_k_pairs
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
-    parser = argparse.ArgumentParser(prog="xmodal-retrieval", description=__doc__.splitlines()[0])
+    parser = argparse.ArgumentParser(
+        prog="xmodal-retrieval",
+        description=__doc__.splitlines()[0].replace("``", "") + " No model is built: for a trained xmodal checkpoint, "
+                    "tools/eval_retrieval.py CONFIG CHECKPOINT embeds a dataset split and reports the same metric.")
     parser.add_argument("--queries", required=True, help="query embeddings, .npy (rows x dim)")
     parser.add_argument("--gallery", required=True, help="gallery embeddings, .npy (rows x dim)")
     parser.add_argument("--pairs", required=True, help="CSV with header 'query,gallery': positive pairs, 0-based rows")

@@ -1,6 +1,5 @@
 from xmodal.data.detection import DetectionDataset, detection_collate, write_detection_dataset
 from xmodal.data.digits_av import DigitsAVDataset, DigitsAVSpec, build_digits_av
-from xmodal.data.errors import DatasetFormatError
 from xmodal.data.labelled_sampler import LabelledRatioBatchSampler
 from xmodal.data.paired import PairedDataset
 from xmodal.data.retrieval import RetrievalDataset, write_retrieval_dataset
@@ -8,6 +7,7 @@ from xmodal.data.segmentation import SegmentationDataset
 from xmodal.data.shapes_captions import ShapesCaptionsDataset, ShapesCaptionsSpec, build_shapes_captions
 from xmodal.data.synthetic_scenes import SyntheticScenesDataset, SyntheticScenesSpec, build_synthetic_scenes
 from xmodal.data.transforms import GaussianNoise, LogMelSpectrogram
+from xmodal.errors import DatasetFormatError
 
 __all__ = [
     "DetectionDataset",

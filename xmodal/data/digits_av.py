@@ -13,18 +13,19 @@ cached (``$XMODAL_DATA`` or ``~/.cache/xmodal``) with a SHA-256 of each array in
 from __future__ import annotations
 
 import dataclasses
-import hashlib
 import json
 import os
 import shutil
 import tempfile
 from pathlib import Path
+from typing import ClassVar
 
 import numpy as np
 import torch
 
-from xmodal.data.cache import cached_build
+from xmodal.data.cache import BuildSpec, cached_build, spec_from_config
 from xmodal.data.paired import PairedDataset
+from xmodal.data.splits import random_splits
 from xmodal.data.writer import sha256_of
 from xmodal.registry import DATASETS
 from xmodal.version import __version__
@@ -36,10 +37,10 @@ _VARIANTS = ("", "+f1", "+f2", "+f3", "+f4", "+m1", "+m2", "+m3", "+m4", "+m5", 
 
 
 @dataclasses.dataclass(frozen=True)
-class DigitsAVSpec:
+class DigitsAVSpec(BuildSpec):
     """Everything a build depends on; its hash names the cache directory."""
 
-    seed: int = 0
+    format_version: ClassVar[str] = FORMAT_VERSION
     image_size: int = 28
     image_noise_std: float = 0.35
     occlusion_prob: float = 0.5
@@ -48,9 +49,6 @@ class DigitsAVSpec:
     distractor_db: tuple[float, float] = (-25.0, -15.0)
     split_fractions: tuple[float, float, float] = (0.6, 0.2, 0.2)
 
-    def key(self) -> str:
-        blob = json.dumps(dataclasses.asdict(self), sort_keys=True).encode()
-        return f"v{FORMAT_VERSION}-{hashlib.sha256(blob).hexdigest()[:10]}"
 
 
 def _images(raw: np.ndarray, spec: DigitsAVSpec, rng: np.random.Generator) -> np.ndarray:
@@ -119,13 +117,6 @@ def _waveforms(labels: np.ndarray, spec: DigitsAVSpec, rng: np.random.Generator)
     return waves, synth.sample_rate, recipe
 
 
-def _splits(n: int, fractions: tuple[float, float, float], rng: np.random.Generator) -> dict[str, list[int]]:
-    order = rng.permutation(n)
-    n_train, n_val = int(round(fractions[0] * n)), int(round(fractions[1] * n))
-    parts = {"train": order[:n_train], "val": order[n_train : n_train + n_val], "test": order[n_train + n_val :]}
-    return {k: sorted(int(i) for i in v) for k, v in parts.items()}
-
-
 def _write(out: Path, spec: DigitsAVSpec) -> None:
     from sklearn.datasets import load_digits
 
@@ -134,7 +125,7 @@ def _write(out: Path, spec: DigitsAVSpec) -> None:
     rng = np.random.default_rng(spec.seed)
     digits = load_digits()
     labels = digits.target.astype(np.int64)
-    splits = _splits(len(labels), spec.split_fractions, rng)
+    splits = random_splits(len(labels), spec.split_fractions, rng)
     images = _images(digits.data, spec, rng)
     waves, sample_rate, recipe = _waveforms(labels, spec, rng)
 
@@ -207,8 +198,7 @@ class DigitsAVDataset(PairedDataset):
         **spec_overrides,
     ) -> None:
         if data_root is None:
-            spec = DigitsAVSpec(seed=seed, **{k: tuple(v) if isinstance(v, list) else v
-                                             for k, v in spec_overrides.items()})
+            spec = spec_from_config(DigitsAVSpec, seed, spec_overrides)
             data_root = build_digits_av(spec=spec)
         super().__init__(data_root, split=split, modalities=modalities, pipeline=pipeline, subset=subset,
                          labelled=labelled)

@@ -1,4 +1,4 @@
-"""Reader of xmodal's on-disk dataset format (DESIGN §5): paired modalities, labels, splits.
+"""Reader of xmodal's on-disk dataset format (docs/data_format.md): paired modalities, labels, splits.
 
 Layout of a dataset directory::
 
@@ -23,7 +23,6 @@ import numpy as np
 import torch
 from torch.utils.data import Dataset
 
-from xmodal.data.errors import DatasetFormatError
 from xmodal.data.fingerprint import describe_json
 from xmodal.data.labelled import (
     UNLABELLED,
@@ -34,6 +33,7 @@ from xmodal.data.labelled import (
     subset_positions,
 )
 from xmodal.data.splits import split_problems
+from xmodal.errors import DatasetFormatError
 from xmodal.registry import DATASETS, TRANSFORMS
 
 _TASKS = ("classification", "retrieval", "detection")
@@ -70,6 +70,23 @@ def _check_finite(array: np.ndarray, path: Path, field: str) -> None:
             pos = start + int(np.argmax(bad))
             row = pos // max(1, int(np.prod(array.shape[1:])))
             raise DatasetFormatError(path, field, f"non-finite value (NaN/Inf) in row {row}; expected finite numbers")
+
+
+def check_meta(meta: dict, path: Path, tasks: Sequence[str], expected_task: str,
+               required: Sequence[str] = ()) -> dict:
+    """The ``meta.json`` rules every array dataset shares: ``name``, ``task`` (one of ``tasks``; the error says
+    ``expected_task``), ``modalities`` as ``{name: {shape, dtype}}``, and the ``required`` keys."""
+    for key in ("name", "task", "modalities", *required):
+        if key not in meta:
+            raise DatasetFormatError(path, key, "required key missing")
+    if meta["task"] not in tasks:
+        raise DatasetFormatError(path, "task", f"got {meta['task']!r}; expected {expected_task}")
+    if not isinstance(meta["modalities"], dict) or not meta["modalities"]:
+        raise DatasetFormatError(path, "modalities", "expected a non-empty object {name: {shape, dtype}}")
+    for name, spec in meta["modalities"].items():
+        if not isinstance(spec, dict) or "shape" not in spec or "dtype" not in spec:
+            raise DatasetFormatError(path, f"modalities.{name}", "expected {'shape': [...], 'dtype': '...'}")
+    return meta
 
 
 @DATASETS.register_module()
@@ -117,17 +134,7 @@ class PairedDataset(Dataset):
     # -- validation, one concern per method -------------------------------------------------
     def _read_meta(self) -> dict:
         path = self.data_root / "meta.json"
-        meta = read_json(path)
-        for key in ("name", "task", "modalities"):
-            if key not in meta:
-                raise DatasetFormatError(path, key, "required key missing")
-        if meta["task"] not in _TASKS:
-            raise DatasetFormatError(path, "task", f"got {meta['task']!r}; expected one of {_TASKS}")
-        if not isinstance(meta["modalities"], dict) or not meta["modalities"]:
-            raise DatasetFormatError(path, "modalities", "expected a non-empty object {name: {shape, dtype}}")
-        for name, spec in meta["modalities"].items():
-            if not isinstance(spec, dict) or "shape" not in spec or "dtype" not in spec:
-                raise DatasetFormatError(path, f"modalities.{name}", "expected {'shape': [...], 'dtype': '...'}")
+        meta = check_meta(read_json(path), path, _TASKS, f"one of {_TASKS}")
         if meta["task"] == "classification":
             classes = meta.get("classes")
             if not isinstance(classes, list) or not classes:

@@ -18,8 +18,6 @@ from __future__ import annotations
 
 import hashlib
 import json
-import os
-import shutil
 from collections.abc import Iterable, Mapping, Sequence
 from pathlib import Path, PurePosixPath
 
@@ -27,10 +25,11 @@ import numpy as np
 import torch
 from torch.utils.data import Dataset
 
-from xmodal.data.errors import DatasetFormatError
+from xmodal.data.manifest import is_relative, parse_lines, place
 from xmodal.data.paired import read_json
 from xmodal.data.splits import split_problems
 from xmodal.data.writer import DatasetStream, sha256_of
+from xmodal.errors import DatasetFormatError
 from xmodal.registry import DATASETS
 
 FORMAT_VERSION = "1"
@@ -50,14 +49,9 @@ def _as_int(value: object) -> object:
 
 def _relative_name(name: object) -> PurePosixPath | None:
     """``name`` as a relative POSIX path that stays inside its folder, else None."""
-    if not _is_relative(name):
+    if not is_relative(name):
         return None
     return PurePosixPath(name)
-
-
-def _is_relative(name: object) -> bool:
-    return (isinstance(name, str) and bool(name) and "\\" not in name and not name.startswith("/")
-            and all(part not in ("", ".", "..") for part in name.split("/")))
 
 
 def _caption_check(captioned: np.ndarray):
@@ -65,17 +59,6 @@ def _caption_check(captioned: np.ndarray):
 
 
 # -- writing ----------------------------------------------------------------------------------------
-def _place(source: Path, target: Path, link: bool) -> None:
-    """Hard-link when allowed (same filesystem, permitted by the kernel), otherwise copy."""
-    if link:
-        try:
-            os.link(source, target)
-            return
-        except OSError:  # EXDEV across filesystems, EPERM under protected_hardlinks, ...
-            pass
-    shutil.copyfile(source, target)
-
-
 def write_retrieval_dataset(out: str | Path, images: Iterable[tuple[str, str | Path | bytes]],
                             captions: Sequence[tuple[int, str]], splits: Mapping[str, Sequence[int]], name: str,
                             source: str, force: bool = False, extra_meta: Mapping | None = None,
@@ -113,7 +96,7 @@ def write_retrieval_dataset(out: str | Path, images: Iterable[tuple[str, str | P
             path = Path(content).expanduser()
             if not path.is_file():
                 raise DatasetFormatError(path, "image", f"file missing (image {i}, {file!r})")
-            _place(path, target, link)
+            place(path, target, link)
 
         tmp = stream.tmp
         with open(tmp / "image.jsonl", "w") as fh:
@@ -180,38 +163,9 @@ def load_image(path: str | Path, size: int) -> torch.Tensor:
     return TF.pil_to_tensor(image).float().div_(255.0)
 
 
-def _parse_lines(path: Path) -> list:
-    """One JSON value per line of ``path``; a bad line is named by its number."""
-    if not path.is_file():
-        raise DatasetFormatError(path, "file", "missing; expected a retrieval dataset table (see docs/data_format.md)")
-    try:
-        lines = path.read_text(encoding="utf-8").split("\n")
-    except UnicodeDecodeError as err:
-        raise DatasetFormatError(path, "encoding", f"not UTF-8 text ({err})") from err
-    if lines[-1] == "":
-        lines.pop()
-    # Fast path: the lines as one JSON array (COCO's 600k captions in well under a second). When every
-    # line holds one value this is exactly the per-line parse; otherwise the loop below finds the line.
-    if all(line.strip() for line in lines):
-        try:
-            rows = json.loads("[" + ",".join(lines) + "]")
-            if len(rows) == len(lines):
-                return rows
-        except json.JSONDecodeError:
-            pass
-    for number, line in enumerate(lines, start=1):
-        if not line.strip():
-            raise DatasetFormatError(path, f"line {number}", "empty line; expected one JSON object per line")
-        try:
-            json.loads(line)
-        except json.JSONDecodeError as err:
-            raise DatasetFormatError(path, f"line {number}", f"not valid JSON ({err})") from err
-    raise DatasetFormatError(path, "lines", "expected one JSON object per line")  # not reached
-
-
 def _read_jsonl(path: Path, keys: dict[str, type]) -> list[dict]:
     """The lines of ``path`` as objects with integer ``id`` equal to the line's position and ``keys``."""
-    rows = _parse_lines(path)
+    rows = parse_lines(path)
     for position, row in enumerate(rows):
         if type(row) is not dict:
             raise DatasetFormatError(path, f"line {position + 1}", f"expected a JSON object, got {type(row).__name__}")
@@ -284,7 +238,7 @@ class RetrievalDataset(Dataset):
         path = self.data_root / "image.jsonl"
         rows = _read_jsonl(path, {"file": str})
         for row in rows:
-            if not _is_relative(row["file"]):
+            if not is_relative(row["file"]):
                 raise DatasetFormatError(path, f"line {row['id'] + 1}: file", f"{row['file']!r} must be a path "
                                          "relative to the dataset root, without '..'")
         self._check_count(path, "image", len(rows))

@@ -23,9 +23,9 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from xmodal.data.errors import DatasetFormatError
 from xmodal.data.labelled import UNLABELLED
-from xmodal.data.paired import PairedDataset, read_json
+from xmodal.data.paired import PairedDataset, check_meta, read_json
+from xmodal.errors import DatasetFormatError
 from xmodal.registry import DATASETS
 
 _LABEL_CHUNK = 1 << 24  # label values range-checked per step, keeps the scan memory-flat
@@ -48,12 +48,7 @@ def normalize_sample(x: torch.Tensor, spec: dict) -> torch.Tensor:
 class SegmentationDataset(PairedDataset):
     """Samples ``{modality: Tensor, "label": LongTensor (H, W), "index": LongTensor}``.
 
-    Args:
-        data_root: dataset directory.
-        split: a key of ``splits.json``.
-        modalities: the modalities to load; default all in ``meta.json``.
-        pipeline: transforms (configs or callables) applied to each sample dict in order.
-        check_finite: scan float arrays for NaN/Inf when opening.
+    Args: those of :class:`PairedDataset`, and
         check_labels: range-check every label value when opening (one chunked pass over labels.npy).
         normalize: apply ``meta.json``'s ``normalization`` specs when reading (False: raw stored values).
         subset, labelled: as :class:`PairedDataset` (parts and budgets are drawn uniformly, not per class;
@@ -70,20 +65,12 @@ class SegmentationDataset(PairedDataset):
     # -- validation ---------------------------------------------------------------------------
     def _read_meta(self) -> dict:
         path = self.data_root / "meta.json"
-        meta = read_json(path)
-        for key in ("name", "task", "modalities", "classes"):
-            if key not in meta:
-                raise DatasetFormatError(path, key, "required key missing")
-        if meta["task"] != "segmentation":
-            raise DatasetFormatError(path, "task", f"got {meta['task']!r}; SegmentationDataset reads 'segmentation' "
-                                     "datasets (use PairedDataset for the others)")
+        meta = check_meta(read_json(path), path, ("segmentation",),
+                          "'segmentation': SegmentationDataset reads those (use PairedDataset for the others)",
+                          required=("classes",))
         if not isinstance(meta["classes"], list) or not meta["classes"]:
             raise DatasetFormatError(path, "classes", "a segmentation dataset needs a non-empty class list")
-        if not isinstance(meta["modalities"], dict) or not meta["modalities"]:
-            raise DatasetFormatError(path, "modalities", "expected a non-empty object {name: {shape, dtype}}")
         for name, spec in meta["modalities"].items():
-            if not isinstance(spec, dict) or "shape" not in spec or "dtype" not in spec:
-                raise DatasetFormatError(path, f"modalities.{name}", "expected {'shape': [...], 'dtype': '...'}")
             if len(spec["shape"]) != 3:
                 raise DatasetFormatError(path, f"modalities.{name}.shape",
                                          f"{spec['shape']}; expected [channels, height, width]")

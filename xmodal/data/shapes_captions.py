@@ -19,16 +19,16 @@ The build is deterministic for a given :class:`ShapesCaptionsSpec` and cached un
 from __future__ import annotations
 
 import dataclasses
-import hashlib
 import io
-import json
 from pathlib import Path
+from typing import ClassVar
 
 import numpy as np
 from PIL import Image, ImageDraw
 
-from xmodal.data.cache import cached_build
+from xmodal.data.cache import BuildSpec, cached_build, spec_from_config
 from xmodal.data.retrieval import RetrievalDataset, write_retrieval_dataset
+from xmodal.data.splits import random_splits
 from xmodal.registry import DATASETS
 from xmodal.version import __version__
 
@@ -44,10 +44,10 @@ NUMBERS = ("zero", "one", "two", "three")
 
 
 @dataclasses.dataclass(frozen=True)
-class ShapesCaptionsSpec:
+class ShapesCaptionsSpec(BuildSpec):
     """Everything a build depends on; its hash names the cache directory."""
 
-    seed: int = 0
+    format_version: ClassVar[str] = FORMAT_VERSION
     num_images: int = 1500
     image_size: int = 64
     max_shapes: int = 3
@@ -55,9 +55,6 @@ class ShapesCaptionsSpec:
     noise_std: float = 8.0  # pixel noise, in 0-255 units
     split_fractions: tuple[float, float, float] = (0.7, 0.15, 0.15)
 
-    def key(self) -> str:
-        blob = json.dumps(dataclasses.asdict(self), sort_keys=True).encode()
-        return f"v{FORMAT_VERSION}-{hashlib.sha256(blob).hexdigest()[:10]}"
 
 
 @dataclasses.dataclass(frozen=True)
@@ -153,13 +150,6 @@ def _captions(shapes: list[Shape], rng: np.random.Generator, count: int) -> list
     return captions[:count]
 
 
-def _splits(n: int, fractions: tuple[float, float, float], rng: np.random.Generator) -> dict[str, list[int]]:
-    order = rng.permutation(n)
-    n_train, n_val = int(round(fractions[0] * n)), int(round(fractions[1] * n))
-    parts = {"train": order[:n_train], "val": order[n_train : n_train + n_val], "test": order[n_train + n_val :]}
-    return {k: sorted(int(i) for i in v) for k, v in parts.items()}
-
-
 def _write(out: Path, spec: ShapesCaptionsSpec) -> Path:
     rng = np.random.default_rng(spec.seed)
     images, captions = [], []
@@ -167,7 +157,7 @@ def _write(out: Path, spec: ShapesCaptionsSpec) -> Path:
         shapes = _scene(rng, spec)
         images.append((f"{i:06d}.png", _render(shapes, rng, spec)))
         captions += [(i, c) for c in _captions(shapes, rng, spec.captions_per_image)]
-    splits = _splits(spec.num_images, spec.split_fractions, rng)
+    splits = random_splits(spec.num_images, spec.split_fractions, rng)
     source = ("SYNTHETIC: rendered scenes of coloured shapes with generated captions "
               "(xmodal.data.shapes_captions); not a real image-caption corpus")
     extra = {"build": {**dataclasses.asdict(spec), "xmodal_version": __version__}}
@@ -189,7 +179,6 @@ class ShapesCaptionsDataset(RetrievalDataset):
     def __init__(self, split: str = "train", mode: str = "pairs", image_size: int = 64, data_root: str | None = None,
                  seed: int = 0, **spec_overrides) -> None:
         if data_root is None:
-            spec = ShapesCaptionsSpec(seed=seed, **{k: tuple(v) if isinstance(v, list) else v
-                                                   for k, v in spec_overrides.items()})
+            spec = spec_from_config(ShapesCaptionsSpec, seed, spec_overrides)
             data_root = build_shapes_captions(spec=spec)
         super().__init__(data_root, split=split, mode=mode, image_size=image_size)

@@ -38,3 +38,14 @@ def split_problems(splits: Mapping[str, object], count: int, item: str = "sample
                 yield name, f"{at} {problem}"
                 break
             owner[index] = name
+
+
+def random_splits(n: int, fractions: tuple[float, float, float], rng: np.random.Generator,
+                  drop_empty: bool = False) -> dict[str, list[int]]:
+    """A seeded train/val/test split of ``n`` items for the embedded data sets: one permutation drawn from
+    ``rng``, cut at the rounded ``fractions``, each split's ids sorted (``drop_empty``: leave out an empty
+    split)."""
+    order = rng.permutation(n)
+    n_train, n_val = int(round(fractions[0] * n)), int(round(fractions[1] * n))
+    parts = {"train": order[:n_train], "val": order[n_train : n_train + n_val], "test": order[n_train + n_val :]}
+    return {k: sorted(int(i) for i in v) for k, v in parts.items() if len(v) or not drop_empty}

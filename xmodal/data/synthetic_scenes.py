@@ -30,18 +30,18 @@ x in [0, 38.4] m, y in [-19.2, 19.2] m, 0.6 m cells (64 x 64; ``BEVGrid.build(ra
 from __future__ import annotations
 
 import dataclasses
-import hashlib
 import io
-import json
 import math
 from collections.abc import Iterator
 from pathlib import Path
+from typing import ClassVar
 
 import numpy as np
 from PIL import Image, ImageDraw
 
-from xmodal.data.cache import cached_build
+from xmodal.data.cache import BuildSpec, cached_build, spec_from_config
 from xmodal.data.detection import DetectionDataset, box_corners, write_detection_dataset
+from xmodal.data.splits import random_splits
 from xmodal.registry import DATASETS
 from xmodal.version import __version__
 
@@ -65,10 +65,10 @@ LIGHT = np.array([-0.3, 0.45, 1.0]) / np.linalg.norm([-0.3, 0.45, 1.0])
 
 
 @dataclasses.dataclass(frozen=True)
-class SyntheticScenesSpec:
+class SyntheticScenesSpec(BuildSpec):
     """Everything a build depends on; its hash names the cache directory."""
 
-    seed: int = 0
+    format_version: ClassVar[str] = FORMAT_VERSION
     num_samples: int = 800
     split_fractions: tuple[float, float, float] = (0.7, 0.15, 0.15)
     boxes: tuple[int, int] = (2, 8)  # min, max per scene
@@ -89,9 +89,6 @@ class SyntheticScenesSpec:
     point_cloud_range: tuple[float, float, float, float, float, float] = (0.0, -19.2, -3.0, 38.4, 19.2, 2.0)
     cell_size: float = 0.6
 
-    def key(self) -> str:
-        blob = json.dumps(dataclasses.asdict(self), sort_keys=True).encode()
-        return f"v{FORMAT_VERSION}-{hashlib.sha256(blob).hexdigest()[:10]}"
 
 
 def camera_calibration(spec: SyntheticScenesSpec) -> tuple[np.ndarray, np.ndarray]:
@@ -269,13 +266,6 @@ def _visible_faces(scene: Scene, k: np.ndarray, lidar2cam: np.ndarray) -> Iterat
         yield polygon, colour
 
 
-def _splits(n: int, fractions: tuple[float, float, float], rng: np.random.Generator) -> dict[str, list[int]]:
-    order = rng.permutation(n)
-    n_train, n_val = int(round(fractions[0] * n)), int(round(fractions[1] * n))
-    parts = {"train": order[:n_train], "val": order[n_train : n_train + n_val], "test": order[n_train + n_val :]}
-    return {k: sorted(int(i) for i in v) for k, v in parts.items() if len(v)}
-
-
 def _samples(spec: SyntheticScenesSpec) -> Iterator[dict]:
     k, lidar2cam = camera_calibration(spec)
     for i in range(spec.num_samples):
@@ -290,7 +280,8 @@ def _samples(spec: SyntheticScenesSpec) -> Iterator[dict]:
 
 
 def _write(out: Path, spec: SyntheticScenesSpec) -> Path:
-    splits = _splits(spec.num_samples, spec.split_fractions, np.random.default_rng([spec.seed, 0, 1]))
+    splits = random_splits(spec.num_samples, spec.split_fractions, np.random.default_rng([spec.seed, 0, 1]),
+                           drop_empty=True)
     source = ("SYNTHETIC: ray-cast LiDAR sweeps and rendered front-camera images of random box scenes "
               "(xmodal.data.synthetic_scenes); not real sensor data")
     extra = {"grid": {"point_cloud_range": list(spec.point_cloud_range), "cell_size": spec.cell_size},
@@ -315,8 +306,7 @@ class SyntheticScenesDataset(DetectionDataset):
                  load_images: bool = True, image_size: int | tuple[int, int] | None = None,
                  data_root: str | None = None, seed: int = 0, with_info: bool = False, **spec_overrides) -> None:
         if data_root is None:
-            spec = SyntheticScenesSpec(seed=seed, **{k: tuple(v) if isinstance(v, list) else v
-                                                    for k, v in spec_overrides.items()})
+            spec = spec_from_config(SyntheticScenesSpec, seed, spec_overrides)
             data_root = build_synthetic_scenes(spec)
         super().__init__(data_root, split=split, cameras=cameras, load_points=load_points, load_images=load_images,
                          image_size=image_size, with_info=with_info)

@@ -1,4 +1,4 @@
-"""Writing a dataset in xmodal's on-disk format (DESIGN §5): what every ``data_prep/`` script uses.
+"""Writing a dataset in xmodal's on-disk format (docs/data_format.md): what every ``data_prep/`` script uses.
 
 ``write_dataset`` writes arrays, labels, splits and ``meta.json`` (with SHA-256 checksums) into a
 temporary directory beside the target and renames it into place at the end, so an interrupted
@@ -29,9 +29,9 @@ from pathlib import Path
 
 import numpy as np
 
-from xmodal.data.errors import DatasetFormatError
 from xmodal.data.provenance import sha256_of
 from xmodal.data.splits import split_problems
+from xmodal.errors import DatasetFormatError
 from xmodal.version import __version__
 
 OFFICIAL_SPLIT_SEED = 19980427  # MST-Distill's indices_gen.py

@@ -2,6 +2,7 @@ from xmodal.distill import mst, retrieval
 from xmodal.distill.connectors import ConvConnector, LinearConnector
 from xmodal.distill.distiller import Distiller
 from xmodal.distill.distiller_cache import DistillerCacheHook
+from xmodal.distill.dual_head_combiner import DualHeadCombinerHook, search_combiner
 from xmodal.distill.losses import DKDLoss, KDLoss, LoadBalanceLoss
 from xmodal.distill.recorder import FeatureRecorder
 from xmodal.distill.schedules import DistillWeightWarmupHook, TAIDHook
@@ -18,6 +19,7 @@ __all__ = [
     "DistillWeightWarmupHook",
     "Distiller",
     "DistillerCacheHook",
+    "DualHeadCombinerHook",
     "FeatureRecorder",
     "KDLoss",
     "LinearConnector",
@@ -29,4 +31,5 @@ __all__ = [
     "UniDistillResponseLoss",
     "mst",
     "retrieval",
+    "search_combiner",
 ]

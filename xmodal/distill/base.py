@@ -28,13 +28,8 @@ from mmengine.config import Config
 from mmengine.model import BaseModel
 from torch import nn
 
-from xmodal.engine.checkpoint import (
-    CheckpointError,
-    load_checkpoint_file,
-    load_weights,
-    resolve_checkpoint,
-    state_dict_of,
-)
+from xmodal.engine.checkpoint import load_checkpoint_file, load_weights, resolve_checkpoint, state_dict_of
+from xmodal.errors import CheckpointError
 from xmodal.registry import MODELS
 
 

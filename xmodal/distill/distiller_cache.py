@@ -146,7 +146,7 @@ class DistillerCacheHook(Hook):
     priority = "HIGH"
 
     def before_train(self, runner) -> None:
-        from xmodal.engine.hooks import unwrap
+        from xmodal.engine.unwrap import unwrap
 
         model = unwrap(runner.model)
         if getattr(model, "cache_spec", None) is None:

@@ -8,7 +8,7 @@ import math
 import torch
 from mmengine.hooks import Hook
 
-from xmodal.engine.hooks import unwrap
+from xmodal.engine.unwrap import unwrap
 from xmodal.registry import HOOKS
 
 

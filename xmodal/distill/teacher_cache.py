@@ -1,4 +1,4 @@
-"""Per-sample teacher outputs computed once and read back (DESIGN §4, teacher cache).
+"""Per-sample teacher outputs computed once and read back (docs/teacher_cache.md).
 
 Valid when the teachers are frozen and a sample is the same on every read (no random transform).
 An entry lives in ``<cache dir>/<fingerprint>/``: one ``<name>.npy`` per cached output (N × ...,

@@ -6,15 +6,14 @@ from xmodal.engine.checkpoint import (
     resolve_checkpoint,
     save_checkpoint_file,
 )
-from xmodal.engine.dual_head_combiner import DualHeadCombinerHook, search_combiner
 from xmodal.engine.hooks import EpochHistoryHook, ProgressBarHook, RNGStateHook, StudentExportHook
 from xmodal.engine.optim_wrapper import CPUBf16OptimWrapper
+from xmodal.engine.unwrap import unwrap
 
 __all__ = [
     "AtomicLocalBackend",
     "CPUBf16OptimWrapper",
     "CheckpointError",
-    "DualHeadCombinerHook",
     "EpochHistoryHook",
     "ProgressBarHook",
     "RNGStateHook",
@@ -23,5 +22,5 @@ __all__ = [
     "load_weights",
     "resolve_checkpoint",
     "save_checkpoint_file",
-    "search_combiner",
+    "unwrap",
 ]

@@ -30,9 +30,7 @@ from mmengine.logging.history_buffer import HistoryBuffer
 from mmengine.runner.checkpoint import CheckpointLoader
 from torch import nn
 
-
-class CheckpointError(RuntimeError):
-    """A checkpoint that cannot be used: missing, corrupt, untrusted or not matching the model."""
+from xmodal.errors import CheckpointError
 
 
 def _numpy_globals() -> list:

@@ -35,7 +35,8 @@ from mmengine.fileio.backends import LocalBackend
 from mmengine.hooks import CheckpointHook as MMEngineCheckpointHook
 from mmengine.runner import EpochBasedTrainLoop
 
-from xmodal.engine.checkpoint import CheckpointError, atomic_write_bytes, remove_stale_temp_files
+from xmodal.engine.checkpoint import atomic_write_bytes, remove_stale_temp_files
+from xmodal.errors import CheckpointError
 from xmodal.registry import HOOKS
 
 

@@ -1,5 +1,5 @@
-"""Runner hooks: RNG state in checkpoints, student-only export, a compact progress display, and
-:func:`add_default_hooks` (what every ``tools/train.py`` run gets)."""
+"""Runner hooks: RNG state in checkpoints, student-only export, a compact progress display
+(``xmodal.apis.runner.add_default_hooks`` decides which of them every run gets)."""
 
 from __future__ import annotations
 
@@ -10,12 +10,10 @@ from pathlib import Path
 import numpy as np
 import torch
 from mmengine.hooks import Hook
-from mmengine.model import is_model_wrapper
 
 import xmodal.engine.checkpoint_hook  # noqa: F401  (registers xmodal's CheckpointHook)
 from xmodal.engine.checkpoint import atomic_write_bytes, load_checkpoint_file, save_checkpoint_file
-from xmodal.engine.config_text import format_config_text_once
-from xmodal.engine.nan_guard import NonFiniteLossGuard
+from xmodal.engine.unwrap import unwrap
 from xmodal.registry import HOOKS
 
 
@@ -48,28 +46,6 @@ class RNGStateHook(Hook):
         cuda = state.get("cuda")
         if cuda is not None and torch.cuda.is_available() and torch.cuda.device_count() == len(cuda):
             torch.cuda.set_rng_state_all([s.cpu() for s in cuda])
-
-
-def add_default_hooks(runner, cfg) -> None:
-    """Hooks every training run gets whatever its config lists: :class:`RNGStateHook` (exact resume),
-    the non-finite loss guard (the config's ``nan_guard`` entry) and, for a distiller whose config
-    switches ``teacher_cache`` on, the hook that builds the cache before training (its ``cache_hook``)."""
-    format_config_text_once(runner)  # checkpoints store the config text; format it once, not per save
-    if not any(isinstance(hook, RNGStateHook) for hook in runner.hooks):
-        runner.register_hook(RNGStateHook())
-    model = unwrap(runner.model)
-    cache_hook = getattr(model, "cache_hook", None) if getattr(model, "cache_enabled", False) else None
-    if cache_hook and not any(type(hook).__name__ == cache_hook for hook in runner.hooks):
-        runner.register_hook(HOOKS.build(dict(type=cache_hook)))  # the distiller's teacher_cache=dict(...)
-    guard = NonFiniteLossGuard.from_config(cfg.get("nan_guard"))
-    if guard is not None and not any(isinstance(hook, NonFiniteLossGuard) for hook in runner.hooks):
-        runner.register_hook(guard)
-    if not any(isinstance(hook, LabelBudgetHook) for hook in runner.hooks):
-        runner.register_hook(LabelBudgetHook())
-
-
-def unwrap(model):
-    return model.module if is_model_wrapper(model) else model
 
 
 @HOOKS.register_module()

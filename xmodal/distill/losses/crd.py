@@ -36,7 +36,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from xmodal.distill.losses._checks import check_temperature
+from xmodal.distill.losses.checks import check_temperature
 from xmodal.registry import MODELS
 
 EPS = 1e-7  # the official criterion's eps in the NCE denominators

@@ -24,7 +24,7 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from xmodal.distill.losses._checks import check_logit_pair, check_temperature
+from xmodal.distill.losses.checks import check_logit_pair, check_temperature
 from xmodal.registry import MODELS
 
 

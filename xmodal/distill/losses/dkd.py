@@ -16,7 +16,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from xmodal.distill.losses._checks import check_logit_pair, check_target, check_temperature
+from xmodal.distill.losses.checks import check_logit_pair, check_target, check_temperature
 from xmodal.registry import MODELS
 
 

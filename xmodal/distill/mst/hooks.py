@@ -14,7 +14,7 @@ from torch.utils.data import DataLoader
 from xmodal.distill.mst.members import MASKS_FILE
 from xmodal.distill.teacher_cache import check_cacheable, load_or_build
 from xmodal.engine.checkpoint import atomic_write_bytes, load_checkpoint_file, save_checkpoint_file
-from xmodal.engine.hooks import unwrap
+from xmodal.engine.unwrap import unwrap
 from xmodal.registry import HOOKS
 
 USAGE_FILE = "router_usage.jsonl"  # one line per epoch: {"epoch", "usage", "weights"}

@@ -33,8 +33,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from xmodal.distill.unidistill import BEVGrid, gaussian_radius
-from xmodal.models.bev._grid import build_grid, grid_cells
+from xmodal.models.bev.grid import BEVGrid, build_grid, gaussian_radius, grid_cells
 from xmodal.registry import MODELS
 
 REGRESSION_CHANNELS = 10  # offset x, y; z; log dx, dy, dz; sin, cos yaw; vx, vy

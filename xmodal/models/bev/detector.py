@@ -22,8 +22,8 @@ from collections.abc import Mapping, Sequence
 import torch
 
 from xmodal.models.base import TaskModel
-from xmodal.models.bev._grid import build_grid
 from xmodal.models.bev.centerpoint_head import BOX_COLUMNS, CIRCLE_NMS_RADIUS
+from xmodal.models.bev.grid import build_grid
 from xmodal.registry import MODELS
 
 MODALITIES = ("lidar", "camera", "fusion")

@@ -21,7 +21,7 @@ from collections.abc import Mapping, Sequence
 import torch
 from torch import nn
 
-from xmodal.models.bev._grid import build_grid, grid_cells
+from xmodal.models.bev.grid import build_grid, grid_cells
 from xmodal.registry import MODELS
 
 

@@ -1,43 +1,28 @@
-"""The demo (``--task classification``, the default): on digits-av, train the image+audio fusion
+"""The classification demo (``--task classification``, the default): on digits-av, train the image+audio fusion
 teacher, single-modality baselines and image-only students distilled by KD (one teacher, two
 teachers) and MST-Distill, then compare them on the held-out test split, over one or several seeds.
 
 Each row is an ordinary run of a config in ``configs/`` on mmengine's Runner (MST-Distill: its three
 stages): the best epoch is chosen on the validation split, the reported numbers are from the test split.
-``--task retrieval`` and ``--task bev`` run the retrieval and BEV demos instead
-(``xmodal/apis/demo_retrieval.py``, ``xmodal/apis/demo_bev.py``).
 """
 
 from __future__ import annotations
 
 import argparse
-import dataclasses
 import json
 import logging
 import time
 from pathlib import Path
 
-import numpy as np
 from mmengine.config import Config
 from mmengine.runner import Runner
 
-import xmodal.engine  # noqa: F401  (atomic checkpoint writes, trusted loading)
 from xmodal.apis.config import load_config, set_max_epochs
-from xmodal.apis.errors import cli_errors
+from xmodal.apis.demo.common import CONFIG_DIR, DemoRun, mean_and_std, needed, quiet, run_all, train_best_and_test
 from xmodal.apis.stages import is_staged, run_stages, set_stage_epochs, test_config
-from xmodal.engine.checkpoint import atomic_write_bytes, load_weights, resolve_checkpoint
-from xmodal.engine.hooks import EpochHistoryHook, ProgressBarHook, add_default_hooks, unwrap
-
-CONFIG_DIR = Path(__file__).resolve().parents[2] / "configs"
-
-
-@dataclasses.dataclass
-class DemoRun:
-    method: str
-    config: str  # relative to configs/
-    modalities: list[str]
-    teachers: dict[str, str] = dataclasses.field(default_factory=dict)  # config teacher name -> demo method
-
+from xmodal.engine.checkpoint import atomic_write_bytes, load_weights
+from xmodal.engine.hooks import EpochHistoryHook, ProgressBarHook
+from xmodal.engine.unwrap import unwrap
 
 RUNS = [
     DemoRun("teacher_fusion", "digits_av/teacher_fusion.py", ["audio", "image"]),
@@ -51,39 +36,13 @@ RUNS = [
 ]
 
 
-def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
-    parser = argparse.ArgumentParser(description="Multimodal teachers -> image-only students on digits-av.")
-    parser.add_argument("--quick", action="store_true",
-                        help="a few epochs per model: a smoke run (about 2 minutes on 2 cores)")
-    parser.add_argument("--out", default="work_dirs/demo", help="output directory (default: work_dirs/demo)")
-    parser.add_argument("--seeds", type=int, nargs="+", default=[0],
-                        help="training seeds; with several, the table shows mean ± std (the dataset is fixed)")
-    parser.add_argument("--epochs", type=int, help="epochs per model (default: 30, or 4 with --quick)")
-    parser.add_argument("--task", choices=("classification", "retrieval", "bev"), default="classification",
-                        help="classification: digits-av image students (default); retrieval: shapes-captions "
-                        "dual-encoder students with CPRD/DCD; bev: synthetic-scenes camera BEV detectors with "
-                        "UniDistill from a LiDAR detector")
-    parser.add_argument("--methods", nargs="+", help="run only these rows (and the teachers they need); "
-                        f"classification: {' '.join(r.method for r in RUNS)}; retrieval: teacher_base_clip "
-                        "student_itc student_cprd student_dcd; bev: teacher_lidar student_camera "
-                        "student_camera_unidistill")
-    return parser.parse_args(argv)
-
-
-def _quiet(cfg: Config, seed: int) -> None:
-    cfg.randomness = dict(seed=seed, deterministic=False)
-    cfg.log_level = "ERROR"
-    cfg.visualizer = dict(type="Visualizer", vis_backends=[dict(type="LocalVisBackend")])
-    cfg.default_hooks.logger.interval = 10**6
-
-
 def _run_config(run: DemoRun, out: Path, seed: int, epochs: int, work_dirs: dict[str, Path]) -> Config:
     cfg = load_config(CONFIG_DIR / run.config, work_dir=str(out / run.method))
     if is_staged(cfg):
         set_stage_epochs(cfg, epochs)
     else:
         set_max_epochs(cfg, epochs)
-    _quiet(cfg, seed)
+    quiet(cfg, seed)
     for name, method in run.teachers.items():  # the teachers are the runs trained earlier in this demo
         spec = cfg.model.teachers[name]
         spec.config = str(CONFIG_DIR / next(r.config for r in RUNS if r.method == method))
@@ -103,30 +62,6 @@ def _row(run: DemoRun, metrics: dict, seconds: float, best: Path, history: list[
         "best_checkpoint": str(best),
         "history": history,
     }
-
-
-@dataclasses.dataclass
-class TrainedRun:
-    runner: Runner
-    metrics: dict
-    seconds: float
-    best: Path
-    history: list[dict]
-
-
-def train_best_and_test(cfg: Config, progress, task_id) -> TrainedRun:
-    """Train one config with a progress bar, load its best (validation-chosen) checkpoint, test it."""
-    history = EpochHistoryHook()
-    runner = Runner.from_cfg(cfg)
-    add_default_hooks(runner, cfg)
-    runner.register_hook(history)
-    runner.register_hook(ProgressBarHook(progress, task_id))
-    start = time.perf_counter()
-    runner.train()
-    seconds = time.perf_counter() - start
-    best = resolve_checkpoint(cfg.work_dir)
-    load_weights(unwrap(runner.model), best)
-    return TrainedRun(runner, runner.test(), seconds, best, history.history)
 
 
 def train_and_test(run: DemoRun, cfg: Config, progress, task_id, seed: int) -> dict:
@@ -149,7 +84,7 @@ def _train_and_test_staged(run: DemoRun, cfg: Config, progress, task_id, seed: i
     best = run_stages(cfg, hooks=hooks)
     seconds = time.perf_counter() - start
     tcfg = test_config(cfg)
-    _quiet(tcfg, seed)
+    quiet(tcfg, seed)
     runner = Runner.from_cfg(tcfg)
     load_weights(unwrap(runner.model), best)
     metrics = runner.test()
@@ -157,19 +92,11 @@ def _train_and_test_staged(run: DemoRun, cfg: Config, progress, task_id, seed: i
     return _row(run, metrics, seconds, best, histories[len(cfg.stages)].history, seed)
 
 
-def aggregate(results: list[dict], keys: tuple[str, ...] = ("test_acc", "test_f1", "test_kappa", "train_seconds")
-              ) -> list[dict]:
-    """Mean and sample standard deviation of ``keys`` over seeds, per method, in run order."""
-    rows = []
-    for method in dict.fromkeys(r["method"] for r in results):
-        runs = [r for r in results if r["method"] == method]
-        row = {"method": method, "modalities": runs[0].get("modalities", []), "seeds": [r["seed"] for r in runs]}
-        for key in keys:
-            values = np.array([r[key] for r in runs], dtype=float)
-            row[f"{key}_mean"] = float(values.mean())
-            row[f"{key}_std"] = float(values.std(ddof=1)) if len(values) > 1 else 0.0
-        rows.append(row)
-    return rows
+KEYS = ("test_acc", "test_f1", "test_kappa")
+
+
+def aggregate(results: list[dict]) -> list[dict]:
+    return mean_and_std(results, (*KEYS, "train_seconds"))
 
 
 def plot_summary(results: list[dict], rows: list[dict], path: Path) -> None:
@@ -221,63 +148,13 @@ def print_table(console, rows: list[dict]) -> None:
     console.print(table)
 
 
-def _needed(methods: list[str] | None, runs: list[DemoRun] = RUNS) -> list[DemoRun]:
-    if not methods:
-        return runs
-    unknown = set(methods) - {r.method for r in runs}
-    if unknown:
-        raise ValueError(f"--methods: unknown method(s) {sorted(unknown)} for this task; choose from "
-                         f"{[r.method for r in runs]}")
-    wanted = set(methods)
-    for run in runs:
-        if run.method in wanted:
-            wanted |= set(run.teachers.values())
-    return [r for r in runs if r.method in wanted]
-
-
-def run_all(runs: list[DemoRun], seeds: list[int], out: Path, console, make_config, train) -> list[dict]:
-    """Each seed, each run in order with a progress bar: ``make_config(run, seed_out, seed, work_dirs)``
-    (``work_dirs``: the runs already trained for this seed, for teachers), then ``train(run, cfg, progress,
-    task_id, seed)`` -> a result row."""
-    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
-
-    columns = [TextColumn("{task.description:<15}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
-               TextColumn("{task.fields[status]}")]
-    results = []
-    for seed in seeds:
-        work_dirs: dict[str, Path] = {}
-        seed_out = out / f"seed{seed}" if len(seeds) > 1 else out
-        with Progress(*columns, console=console) as progress:
-            tasks = {r.method: progress.add_task(r.method[:15], total=None, start=False, status="waiting")
-                     for r in runs}
-            for run in runs:
-                cfg = make_config(run, seed_out, seed, work_dirs)
-                progress.start_task(tasks[run.method])
-                results.append(train(run, cfg, progress, tasks[run.method], seed))
-                work_dirs[run.method] = Path(cfg.work_dir)
-    return results
-
-
-@cli_errors
-def main(argv: list[str] | None = None) -> dict:
-    from rich.console import Console
-
+def run_demo(args: argparse.Namespace, console) -> dict:
     from xmodal.data.digits_av import build_digits_av
 
-    args = parse_args(argv)
-    if args.task == "retrieval":
-        from xmodal.apis.demo_retrieval import run_demo
-
-        return run_demo(args, Console())
-    if args.task == "bev":
-        from xmodal.apis.demo_bev import run_demo as run_bev_demo
-
-        return run_bev_demo(args, Console())
-    runs = _needed(args.methods)  # a bad --methods fails before anything is written
+    runs = needed(args.methods, RUNS)  # a bad --methods fails before anything is written
     epochs = args.epochs or (4 if args.quick else 30)
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
-    console = Console()
     logging.getLogger("mmengine").setLevel(logging.ERROR)
     with console.status("digits-av: building the dataset (first run only; cached afterwards)..."):
         root = build_digits_av()
@@ -293,6 +170,3 @@ def main(argv: list[str] | None = None) -> dict:
     console.print(f"wrote {out / 'summary.json'} and {out / 'summary.png'}")
     return summary
 
-
-if __name__ == "__main__":
-    main()

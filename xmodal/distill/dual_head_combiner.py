@@ -1,4 +1,5 @@
-"""Choose a DualHeadClassifier's inference mix on the validation split (DHO's α, β search)."""
+"""Choose a DualHeadClassifier's inference mix on the validation split (DHO's α, β search): part of the
+DHO method, beside its loss (``distill/losses/dho.py``)."""
 
 from __future__ import annotations
 
@@ -6,7 +7,7 @@ import torch
 from mmengine.dist import all_gather, get_world_size
 from mmengine.hooks import Hook
 
-from xmodal.engine.hooks import unwrap
+from xmodal.engine.unwrap import unwrap
 from xmodal.models.dual_head import DualHeadClassifier, mix_heads
 from xmodal.registry import HOOKS
 

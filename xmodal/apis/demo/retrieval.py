@@ -8,13 +8,13 @@ validation split's mean recall, the reported numbers are from the test split.
 
 from __future__ import annotations
 
+import argparse
 import json
 import logging
 from pathlib import Path
 
-from xmodal.apis import demo
 from xmodal.apis.config import load_config, set_max_epochs
-from xmodal.apis.demo import CONFIG_DIR, DemoRun, _needed, _quiet, run_all
+from xmodal.apis.demo.common import CONFIG_DIR, DemoRun, mean_and_std, needed, quiet, run_all, train_best_and_test
 from xmodal.engine.checkpoint import atomic_write_bytes
 
 RUNS = [
@@ -29,7 +29,7 @@ KEYS = [f"{d}_retrieval_recall@{k}" for d in ("text", "image") for k in (1, 5, 1
 def _config(run: DemoRun, out: Path, seed: int, epochs: int, work_dirs: dict[str, Path]):
     cfg = load_config(CONFIG_DIR / run.config, work_dir=str(out / run.method))
     set_max_epochs(cfg, epochs)
-    _quiet(cfg, seed)
+    quiet(cfg, seed)
     for method in run.teachers.values():  # the teacher is the run trained earlier in this demo
         cfg.model.teacher.config = str(CONFIG_DIR / next(r.config for r in RUNS if r.method == method))
         cfg.model.teacher.checkpoint = str(work_dirs[method])
@@ -37,14 +37,14 @@ def _config(run: DemoRun, out: Path, seed: int, epochs: int, work_dirs: dict[str
 
 
 def train_and_test(run: DemoRun, cfg, progress, task_id, seed: int) -> dict:
-    done = demo.train_best_and_test(cfg, progress, task_id)
+    done = train_best_and_test(cfg, progress, task_id)
     progress.update(task_id, status=f"test mean R {done.metrics['mean_recall']:.3f}")
     return {"method": run.method, "seed": seed, **{k: float(done.metrics[k]) for k in KEYS},
             "train_seconds": round(done.seconds, 2), "best_checkpoint": str(done.best), "history": done.history}
 
 
 def aggregate(results: list[dict]) -> list[dict]:
-    return demo.aggregate(results, (*KEYS, "train_seconds"))
+    return mean_and_std(results, (*KEYS, "train_seconds"))
 
 
 def print_table(console, rows: list[dict]) -> None:
@@ -66,10 +66,10 @@ def print_table(console, rows: list[dict]) -> None:
     console.print(table)
 
 
-def run_demo(args, console) -> dict:
+def run_demo(args: argparse.Namespace, console) -> dict:
     from xmodal.data.shapes_captions import build_shapes_captions
 
-    runs = _needed(args.methods, RUNS)  # a bad --methods fails before anything is written
+    runs = needed(args.methods, RUNS)  # a bad --methods fails before anything is written
     epochs = args.epochs or (2 if args.quick else 20)
     out = Path(args.out if args.out != "work_dirs/demo" else "work_dirs/demo_retrieval")
     out.mkdir(parents=True, exist_ok=True)

@@ -9,6 +9,7 @@ validation split's NDS, the reported numbers are from the test split.
 
 from __future__ import annotations
 
+import argparse
 import io
 import json
 import logging
@@ -17,11 +18,10 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from xmodal.apis import demo
 from xmodal.apis.config import load_config, set_max_epochs
-from xmodal.apis.demo import CONFIG_DIR, DemoRun, _needed, _quiet, run_all
+from xmodal.apis.demo.common import CONFIG_DIR, DemoRun, mean_and_std, needed, quiet, run_all, train_best_and_test
 from xmodal.engine.checkpoint import atomic_write_bytes
-from xmodal.engine.hooks import unwrap
+from xmodal.engine.unwrap import unwrap
 
 RUNS = [
     DemoRun("teacher_lidar", "bev/lidar_synthetic.py", ["lidar"]),
@@ -36,7 +36,7 @@ def _config(run: DemoRun, out: Path, seed: int, epochs: int, work_dirs: dict[str
     cfg = load_config(CONFIG_DIR / run.config, work_dir=str(out / run.method))
     set_max_epochs(cfg, epochs)
     cfg.train_cfg.val_interval = 1
-    _quiet(cfg, seed)
+    quiet(cfg, seed)
     for name, method in run.teachers.items():  # the teacher is the run trained earlier in this demo
         spec = cfg.model.teachers[name]
         spec.config = str(CONFIG_DIR / next(r.config for r in RUNS if r.method == method))
@@ -45,7 +45,7 @@ def _config(run: DemoRun, out: Path, seed: int, epochs: int, work_dirs: dict[str
 
 
 def train_and_test(run: DemoRun, cfg, progress, task_id, seed: int) -> dict:
-    done = demo.train_best_and_test(cfg, progress, task_id)
+    done = train_best_and_test(cfg, progress, task_id)
     metrics = done.metrics
     progress.update(task_id, status=f"test NDS {metrics['NDS']:.3f}")
     model = unwrap(done.runner.model)
@@ -109,7 +109,7 @@ def plot_scenes(results: list[dict], path: Path) -> None:
 
 
 def aggregate(results: list[dict]) -> list[dict]:
-    return demo.aggregate(results, (*KEYS, "train_seconds"))
+    return mean_and_std(results, (*KEYS, "train_seconds"))
 
 
 def print_table(console, rows: list[dict]) -> None:
@@ -132,10 +132,10 @@ def print_table(console, rows: list[dict]) -> None:
     console.print(table)
 
 
-def run_demo(args, console) -> dict:
+def run_demo(args: argparse.Namespace, console) -> dict:
     from xmodal.data.synthetic_scenes import build_synthetic_scenes
 
-    runs = _needed(args.methods, RUNS)  # a bad --methods fails before anything is written
+    runs = needed(args.methods, RUNS)  # a bad --methods fails before anything is written
     epochs = args.epochs or (1 if args.quick else 12)
     out = Path(args.out if args.out != "work_dirs/demo" else "work_dirs/demo_bev")
     out.mkdir(parents=True, exist_ok=True)

@@ -1,0 +1,114 @@
+"""What the demo suites share: a run description, quiet configs, the teacher runs a method needs, training
+one config to its best checkpoint, the seed loop with progress bars, and mean ± std over seeds."""
+
+from __future__ import annotations
+
+import dataclasses
+import time
+from collections.abc import Callable
+from pathlib import Path
+
+import numpy as np
+from mmengine.config import Config
+from mmengine.runner import Runner
+
+import xmodal.engine  # noqa: F401  (atomic checkpoint writes, trusted loading)
+from xmodal.apis.runner import add_default_hooks
+from xmodal.engine.checkpoint import load_weights, resolve_checkpoint
+from xmodal.engine.hooks import EpochHistoryHook, ProgressBarHook
+from xmodal.engine.unwrap import unwrap
+
+CONFIG_DIR = Path(__file__).resolve().parents[3] / "configs"
+
+
+@dataclasses.dataclass
+class DemoRun:
+    method: str
+    config: str  # relative to configs/
+    modalities: list[str]
+    teachers: dict[str, str] = dataclasses.field(default_factory=dict)  # config teacher name -> demo method
+
+
+def quiet(cfg: Config, seed: int) -> None:
+    """Seed ``cfg`` and silence its logging, so the progress bars are the only output."""
+    cfg.randomness = dict(seed=seed, deterministic=False)
+    cfg.log_level = "ERROR"
+    cfg.visualizer = dict(type="Visualizer", vis_backends=[dict(type="LocalVisBackend")])
+    cfg.default_hooks.logger.interval = 10**6
+
+
+@dataclasses.dataclass
+class TrainedRun:
+    runner: Runner
+    metrics: dict
+    seconds: float
+    best: Path
+    history: list[dict]
+
+
+def train_best_and_test(cfg: Config, progress, task_id) -> TrainedRun:
+    """Train one config with a progress bar, load its best (validation-chosen) checkpoint, test it."""
+    history = EpochHistoryHook()
+    runner = Runner.from_cfg(cfg)
+    add_default_hooks(runner, cfg)
+    runner.register_hook(history)
+    runner.register_hook(ProgressBarHook(progress, task_id))
+    start = time.perf_counter()
+    runner.train()
+    seconds = time.perf_counter() - start
+    best = resolve_checkpoint(cfg.work_dir)
+    load_weights(unwrap(runner.model), best)
+    return TrainedRun(runner, runner.test(), seconds, best, history.history)
+
+
+def needed(methods: list[str] | None, runs: list[DemoRun]) -> list[DemoRun]:
+    """The runs of ``--methods`` and the teacher runs they need, in ``runs`` order; all runs when none given."""
+    if not methods:
+        return runs
+    unknown = set(methods) - {r.method for r in runs}
+    if unknown:
+        raise ValueError(f"--methods: unknown method(s) {sorted(unknown)} for this task; choose from "
+                         f"{[r.method for r in runs]}")
+    wanted = set(methods)
+    for run in runs:
+        if run.method in wanted:
+            wanted |= set(run.teachers.values())
+    return [r for r in runs if r.method in wanted]
+
+
+def run_all(runs: list[DemoRun], seeds: list[int], out: Path, console, make_config: Callable,
+            train: Callable) -> list[dict]:
+    """Each seed, each run in order with a progress bar: ``make_config(run, seed_out, seed, work_dirs)``
+    (``work_dirs``: the runs already trained for this seed, for teachers), then ``train(run, cfg, progress,
+    task_id, seed)`` -> a result row."""
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+
+    columns = [TextColumn("{task.description:<15}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
+               TextColumn("{task.fields[status]}")]
+    results = []
+    for seed in seeds:
+        work_dirs: dict[str, Path] = {}
+        seed_out = out / f"seed{seed}" if len(seeds) > 1 else out
+        with Progress(*columns, console=console) as progress:
+            tasks = {r.method: progress.add_task(r.method[:15], total=None, start=False, status="waiting")
+                     for r in runs}
+            for run in runs:
+                cfg = make_config(run, seed_out, seed, work_dirs)
+                progress.start_task(tasks[run.method])
+                results.append(train(run, cfg, progress, tasks[run.method], seed))
+                work_dirs[run.method] = Path(cfg.work_dir)
+    return results
+
+
+def mean_and_std(results: list[dict], keys: tuple[str, ...]) -> list[dict]:
+    """Mean and sample standard deviation of ``keys`` over seeds, per method, in run order."""
+    rows = []
+    for method in dict.fromkeys(r["method"] for r in results):
+        runs = [r for r in results if r["method"] == method]
+        row = {"method": method, "modalities": runs[0].get("modalities", []), "seeds": [r["seed"] for r in runs]}
+        for key in keys:
+            values = np.array([r[key] for r in runs], dtype=float)
+            row[f"{key}_mean"] = float(values.mean())
+            row[f"{key}_std"] = float(values.std(ddof=1)) if len(values) > 1 else 0.0
+        rows.append(row)
+    return rows
