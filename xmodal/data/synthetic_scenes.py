@@ -304,9 +304,10 @@ class SyntheticScenesDataset(DetectionDataset):
 
     def __init__(self, split: str = "train", cameras: list[str] | None = None, load_points: bool = True,
                  load_images: bool = True, image_size: int | tuple[int, int] | None = None,
-                 data_root: str | None = None, seed: int = 0, with_info: bool = False, **spec_overrides) -> None:
+                 data_root: str | None = None, seed: int = 0, with_info: bool = False, subset: dict | None = None,
+                 labelled: dict | None = None, **spec_overrides) -> None:
         if data_root is None:
             spec = spec_from_config(SyntheticScenesSpec, seed, spec_overrides)
             data_root = build_synthetic_scenes(spec)
         super().__init__(data_root, split=split, cameras=cameras, load_points=load_points, load_images=load_images,
-                         image_size=image_size, with_info=with_info)
+                         image_size=image_size, with_info=with_info, subset=subset, labelled=labelled)

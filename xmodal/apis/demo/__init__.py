@@ -28,6 +28,14 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
                         help="classification: digits-av image students (default); retrieval: shapes-captions "
                         "dual-encoder students with CPRD/DCD; bev: synthetic-scenes camera BEV detectors with "
                         "UniDistill from a LiDAR detector")
+    parser.add_argument("--labelled", type=float, nargs="+", default=[0.1], metavar="FRACTION",
+                        help="classification: the students' labelled fraction(s) of their half of the training "
+                        "split, e.g. 0.05 0.1 1.0 (default 0.1)")
+    parser.add_argument("--teacher-labels", choices=("disjoint", "same"), default="disjoint",
+                        help="classification: teachers learn from the other half's labels (disjoint, default) or "
+                        "from the students' labelled samples only (same: the hardest case)")
+    parser.add_argument("--full-labels", action="store_true",
+                        help="classification: the full-label table (every model on the whole training split)")
     rows = "; ".join(f"{task}: {' '.join(r.method for r in suite.RUNS)}" for task, suite in SUITES.items())
     parser.add_argument("--methods", nargs="+", help=f"run only these rows (and the teachers they need); {rows}")
     return parser.parse_args(argv)

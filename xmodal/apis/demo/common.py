@@ -46,12 +46,14 @@ class TrainedRun:
     history: list[dict]
 
 
-def train_best_and_test(cfg: Config, progress, task_id) -> TrainedRun:
+def train_best_and_test(cfg: Config, progress, task_id, extra_hooks: list | None = None) -> TrainedRun:
     """Train one config with a progress bar, load its best (validation-chosen) checkpoint, test it."""
     history = EpochHistoryHook()
     runner = Runner.from_cfg(cfg)
     add_default_hooks(runner, cfg)
     runner.register_hook(history)
+    for hook in extra_hooks or []:
+        runner.register_hook(hook)
     runner.register_hook(ProgressBarHook(progress, task_id))
     start = time.perf_counter()
     runner.train()
@@ -100,15 +102,38 @@ def run_all(runs: list[DemoRun], seeds: list[int], out: Path, console, make_conf
     return results
 
 
-def mean_and_std(results: list[dict], keys: tuple[str, ...]) -> list[dict]:
-    """Mean and sample standard deviation of ``keys`` over seeds, per method, in run order."""
+def mean_and_std(results: list[dict], keys: tuple[str, ...], group: tuple[str, ...] = ("method",)) -> list[dict]:
+    """Mean and sample standard deviation of ``keys`` over seeds, per ``group`` (the method, and e.g. its
+    label budget), in run order."""
     rows = []
-    for method in dict.fromkeys(r["method"] for r in results):
-        runs = [r for r in results if r["method"] == method]
-        row = {"method": method, "modalities": runs[0].get("modalities", []), "seeds": [r["seed"] for r in runs]}
+    for ident in dict.fromkeys(tuple(r.get(g) for g in group) for r in results):
+        runs = [r for r in results if tuple(r.get(g) for g in group) == ident]
+        row = {**dict(zip(group, ident)), "modalities": runs[0].get("modalities", []),
+               "seeds": [r["seed"] for r in runs]}
         for key in keys:
             values = np.array([r[key] for r in runs], dtype=float)
             row[f"{key}_mean"] = float(values.mean())
             row[f"{key}_std"] = float(values.std(ddof=1)) if len(values) > 1 else 0.0
         rows.append(row)
     return rows
+
+
+def paired_gain(results: list[dict], key: str, baseline: str, group: tuple[str, ...] = ()) -> dict[tuple, dict]:
+    """Per (method, *group): the mean of ``key`` minus the baseline method's ``key`` of the same seed (and
+    group), with a two-sided 95 % t-interval over seeds (``None`` with one seed)."""
+    from scipy import stats
+
+    base = {(r["seed"], *(r.get(g) for g in group)): r[key] for r in results if r["method"] == baseline}
+    gains: dict[tuple, list[float]] = {}
+    for r in results:
+        paired = base.get((r["seed"], *(r.get(g) for g in group)))
+        if r["method"] != baseline and paired is not None:
+            gains.setdefault((r["method"], *(r.get(g) for g in group)), []).append(r[key] - paired)
+    out = {}
+    for ident, values in gains.items():
+        values = np.asarray(values, dtype=float)
+        half = None
+        if len(values) > 1:
+            half = float(stats.t.ppf(0.975, len(values) - 1) * values.std(ddof=1) / np.sqrt(len(values)))
+        out[ident] = {"gain_mean": float(values.mean()), "gain_ci95": half, "n": len(values)}
+    return out

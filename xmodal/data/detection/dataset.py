@@ -21,6 +21,7 @@ from xmodal.data.detection.format import (
     parse_sample,
     short,
 )
+from xmodal.data.labelled import budget_mask, labelled_record, parse_budget, parse_subset, subset_positions
 from xmodal.data.manifest import parse_lines
 from xmodal.data.paired import read_json
 from xmodal.data.splits import split_problems
@@ -74,11 +75,16 @@ class DetectionDataset(Dataset):
             ``point_dims`` and that the chosen cameras' image files exist.
         with_info: also return ``info``, the sample's optional keys (``num_points``,
             ``ego_translation``, ``attributes``, ...), e.g. for the nuScenes metric's box filters.
+        subset: ``dict(part=0, of=2, seed=0)``: only this disjoint part of the split (drawn uniformly).
+        labelled: ``dict(fraction=0.1, seed=0)`` or ``dict(ids_file=...)``: the scenes that keep their boxes;
+            every item then has a ``labelled`` flag, and an unlabelled scene has no ``gt_boxes``/``gt_labels``
+            (docs/label_scarce.md).
     """
 
     def __init__(self, data_root: str | Path, split: str = "train", cameras: Sequence[str] | None = None,
                  load_points: bool = True, load_images: bool = True, image_size: int | Sequence[int] | None = None,
-                 check_files: bool = True, with_info: bool = False) -> None:
+                 check_files: bool = True, with_info: bool = False, subset: dict | None = None,
+                 labelled: dict | None = None) -> None:
         self.data_root = Path(data_root).expanduser()
         self.split, self.load_points, self.load_images = split, bool(load_points), bool(load_images)
         self.with_info = bool(with_info)
@@ -91,6 +97,12 @@ class DetectionDataset(Dataset):
         self.cameras = self._select_cameras(cameras)
         self.samples = self._read_samples()
         self.sample_ids = self._read_split()
+        self.subset = parse_subset(subset, "DetectionDataset.subset")
+        self.budget = parse_budget(labelled, split, "DetectionDataset.labelled")
+        if self.subset is not None:
+            self.sample_ids = self.sample_ids[subset_positions(None, len(self.sample_ids), self.subset)]
+        self.labelled_flags = np.ones(len(self.sample_ids), bool) if self.budget is None else \
+            budget_mask(None, self.sample_ids, self.budget, "DetectionDataset.labelled")
         if check_files:
             self._check_files()
 
@@ -283,8 +295,17 @@ class DetectionDataset(Dataset):
         for name in ("meta.json", "splits.json"):
             digest.update((self.data_root / name).read_bytes())
         digest.update(repr((self.split, self.cameras, self.load_points, self.load_images, self.image_size,
-                            self.with_info)).encode())
+                            self.with_info, self.subset, self.budget)).encode())
         return digest.hexdigest()
+
+    @property
+    def rows(self) -> np.ndarray:
+        """The sample ids of this split (and subset), in position order."""
+        return self.sample_ids
+
+    def labelled_record(self) -> dict:
+        """What ``labelled_ids.json`` holds: the labelled ids, the budget and the subset."""
+        return labelled_record(self)
 
     def info(self, sample_id: int) -> dict:
         """A sample's optional keys (JSON types), e.g. ``num_points``, ``ego_translation``."""
@@ -303,6 +324,10 @@ class DetectionDataset(Dataset):
             item.update(self._camera_tensors(sample_id))
         item["gt_boxes"] = torch.from_numpy(sample["boxes"].copy())
         item["gt_labels"] = torch.from_numpy(sample["labels"].copy())
+        if self.budget is not None:
+            item["labelled"] = torch.tensor(bool(self.labelled_flags[position]))
+            if not self.labelled_flags[position]:  # nothing of the hidden boxes may reach the model
+                item["gt_boxes"], item["gt_labels"] = item["gt_boxes"][:0], item["gt_labels"][:0]
         item["sample_token"] = sample["token"]
         item["index"] = torch.tensor(sample_id, dtype=torch.long)
         if self.with_info:

@@ -13,9 +13,11 @@ class UniDistillFeatureLoss(BoxKeypointLoss):
     """L1 between student and teacher low-level BEV features at the 9 keypoints of each GT box;
     same channel count needed (give the term a connector otherwise)."""
 
-    def forward(self, student_feat: torch.Tensor, teacher_feat: torch.Tensor, gt_boxes: object) -> torch.Tensor:
+    def forward(self, student_feat: torch.Tensor, teacher_feat: torch.Tensor, gt_boxes: object,
+                labelled: object = None, teacher_heatmap: torch.Tensor | None = None,
+                teacher_regression: torch.Tensor | None = None) -> torch.Tensor:
         self._check_pair(student_feat, teacher_feat, same_channels=True)
-        sampled = self._sample(student_feat, teacher_feat, gt_boxes)
+        sampled = self._sample(student_feat, teacher_feat, gt_boxes, labelled, teacher_heatmap, teacher_regression)
         if sampled is None:
             return zero_with_graph(student_feat)
         s, t, valid = sampled

@@ -8,6 +8,7 @@ from collections.abc import Sequence
 import torch
 from torch import nn
 
+from xmodal.distill.unidistill.pseudo_boxes import check_pseudo, keypoint_boxes
 from xmodal.models.bev.grid import (
     NUSCENES_BEV_RANGE,
     BEVGrid,
@@ -49,9 +50,10 @@ class BoxKeypointLoss(nn.Module):
     """Base of the feature and relation losses: the grid and the keypoint features of both maps."""
 
     def __init__(self, bev_range: Sequence[float] = NUSCENES_BEV_RANGE, cell_size: float | Sequence[float] = 0.075,
-                 stride: int = 8) -> None:
+                 stride: int = 8, pseudo_score: float = 0.3, pseudo_nms_radius: float = 1.0) -> None:
         super().__init__()
         self.grid = BEVGrid.build(bev_range, cell_size, stride)
+        self.pseudo_score, self.pseudo_nms_radius = check_pseudo(type(self).__name__, pseudo_score, pseudo_nms_radius)
         self.last_dropped_keypoints = torch.zeros((), dtype=torch.long)
         self.last_num_boxes = 0
 
@@ -66,11 +68,15 @@ class BoxKeypointLoss(nn.Module):
             raise ValueError(f"{name}: student BEV map {tuple(student.shape)} and teacher BEV map "
                              f"{tuple(teacher.shape)} differ{hint}")
 
-    def _sample(self, student: torch.Tensor, teacher: torch.Tensor, gt_boxes: object):
+    def _sample(self, student: torch.Tensor, teacher: torch.Tensor, gt_boxes: object, labelled: object = None,
+                teacher_heatmap: object = None, teacher_regression: object = None):
         """Keypoint features (B, M, 9, C) of both maps, M = most boxes in a sample, and ``valid``
-        (B, M, 9): a real box's keypoint that lies on the map; None when there is no box at all."""
+        (B, M, 9): a real box's keypoint that lies on the map; None when there is no box at all. An
+        unlabelled scene (``labelled`` False) takes the teacher's detections as its boxes."""
         batch = student.shape[0]
         boxes = check_boxes(type(self).__name__, gt_boxes, batch)
+        boxes = keypoint_boxes(type(self).__name__, boxes, labelled, teacher_heatmap, teacher_regression, self.grid,
+                               self.pseudo_score, self.pseudo_nms_radius)
         most = max((len(b) for b in boxes), default=0)
         self.last_num_boxes = sum(len(b) for b in boxes)
         if most == 0:

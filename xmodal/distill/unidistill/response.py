@@ -9,6 +9,7 @@ from torch import nn
 
 from xmodal.distill.losses.checks import check_temperature
 from xmodal.distill.unidistill.keypoints import check_boxes, check_map
+from xmodal.distill.unidistill.pseudo_boxes import check_pseudo, keypoint_boxes
 from xmodal.models.bev.grid import NUSCENES_BEV_RANGE, BEVGrid, gaussian_mask, gaussian_radius
 from xmodal.registry import MODELS
 
@@ -31,9 +32,10 @@ class UniDistillResponseLoss(nn.Module):
     def __init__(self, bev_range: Sequence[float] = NUSCENES_BEV_RANGE, cell_size: float | Sequence[float] = 0.075,
                  stride: int = 8, student_temperature: float = 1.0, teacher_temperature: float = 2.0,
                  min_overlap: float = 0.7, min_radius: int = 0, cls_weight: float = 1.0,
-                 reg_weight: float = 1.0) -> None:
+                 reg_weight: float = 1.0, pseudo_score: float = 0.3, pseudo_nms_radius: float = 1.0) -> None:
         super().__init__()
         self.grid = BEVGrid.build(bev_range, cell_size, stride)
+        self.pseudo_score, self.pseudo_nms_radius = check_pseudo(type(self).__name__, pseudo_score, pseudo_nms_radius)
         self.student_temperature = check_temperature("UniDistillResponseLoss", student_temperature)
         self.teacher_temperature = check_temperature("UniDistillResponseLoss", teacher_temperature)
         gaussian_radius(1.0, 1.0, min_overlap)  # validates min_overlap now rather than at the first batch
@@ -47,7 +49,8 @@ class UniDistillResponseLoss(nn.Module):
     def forward(self, student_heatmap: torch.Tensor | Sequence[torch.Tensor],
                 teacher_heatmap: torch.Tensor | Sequence[torch.Tensor], gt_boxes: object,
                 student_regression: torch.Tensor | Sequence[torch.Tensor] | None = None,
-                teacher_regression: torch.Tensor | Sequence[torch.Tensor] | None = None) -> torch.Tensor:
+                teacher_regression: torch.Tensor | Sequence[torch.Tensor] | None = None,
+                labelled: object = None) -> torch.Tensor:
         name = type(self).__name__
         hs = _channels(name, "student_heatmap", student_heatmap)
         ht = _channels(name, "teacher_heatmap", teacher_heatmap).detach()
@@ -59,6 +62,9 @@ class UniDistillResponseLoss(nn.Module):
         if (student_regression is None) != (teacher_regression is None):
             raise ValueError(f"{name}: give both student_regression and teacher_regression, or neither")
         boxes = check_boxes(name, gt_boxes, hs.shape[0])
+        teacher_reg = None if teacher_regression is None else _channels(name, "teacher_regression", teacher_regression)
+        boxes = keypoint_boxes(name, boxes, labelled, ht, teacher_reg, self.grid, self.pseudo_score,
+                               self.pseudo_nms_radius)
         masks, skipped = [], 0
         for b in boxes:
             mask, n = gaussian_mask(b.to(hs.device), self.grid, self.min_overlap, self.min_radius)

@@ -80,6 +80,31 @@ def decode_boxes(regression: torch.Tensor, col: torch.Tensor, row: torch.Tensor,
     return torch.cat([x[:, None], y[:, None], r[:, 2:3], size, yaw[:, None], r[:, 8:10]], dim=1)
 
 
+@torch.no_grad()
+def decode_detections(heatmap: torch.Tensor, regression: torch.Tensor, grid: BEVGrid, top_k: int,
+                      score_threshold: float, nms_radius: torch.Tensor) -> list[dict[str, torch.Tensor]]:
+    """Per sample ``boxes`` (n, 9), ``scores`` (n,), ``labels`` (n,): heatmap peaks (3×3 max), the top
+    ``top_k``, scores above ``score_threshold``, circle NMS with ``nms_radius`` (one radius per class)."""
+    heat = torch.sigmoid(heatmap.detach().float())
+    peaks = heat * (F.max_pool2d(heat, 3, stride=1, padding=1) == heat)
+    batch, classes, height, width = heat.shape
+    k = min(top_k, classes * height * width)
+    scores, index = peaks.flatten(1).topk(k, dim=1)
+    labels = torch.div(index, height * width, rounding_mode="floor")
+    cell = index % (height * width)
+    rows, cols = torch.div(cell, width, rounding_mode="floor"), cell % width
+    flat_reg = regression.detach().float().flatten(2)  # (B, 10, H·W)
+    out = []
+    for i in range(batch):
+        reg = flat_reg[i][:, cell[i]].T  # (k, 10)
+        boxes = decode_boxes(reg, cols[i], rows[i], grid)
+        ok = (scores[i] > score_threshold) & torch.isfinite(boxes[:, :7]).all(1)
+        b, s, lab = boxes[ok], scores[i][ok], labels[i][ok]
+        keep = circle_nms(b[:, :2], s, lab, nms_radius.to(b.device))
+        out.append({"boxes": b[keep], "scores": s[keep], "labels": lab[keep]})
+    return out
+
+
 def draw_heatmap(boxes: torch.Tensor, labels: torch.Tensor, num_classes: int, grid: BEVGrid,
                  min_overlap: float = 0.1, min_radius: int = 2, chunk: int = 64) -> torch.Tensor:
     """(num_classes, H, W) Gaussian centre heatmap of the valid boxes (``labels`` already checked)."""
@@ -249,24 +274,6 @@ class CenterPointHead(nn.Module):
         loss_bbox = self.loc_weight * l1.sum() / (num + 1e-4)
         return {"loss_heatmap": loss_heatmap, "loss_bbox": loss_bbox}
 
-    @torch.no_grad()
     def decode(self, heatmap: torch.Tensor, regression: torch.Tensor) -> list[dict[str, torch.Tensor]]:
         """Per sample ``boxes`` (n, 9), ``scores`` (n,), ``labels`` (n,) after peaks, top-k, threshold, NMS."""
-        heat = torch.sigmoid(heatmap.detach().float())
-        peaks = heat * (F.max_pool2d(heat, 3, stride=1, padding=1) == heat)
-        batch, classes, height, width = heat.shape
-        k = min(self.top_k, classes * height * width)
-        scores, index = peaks.flatten(1).topk(k, dim=1)
-        labels = torch.div(index, height * width, rounding_mode="floor")
-        cell = index % (height * width)
-        rows, cols = torch.div(cell, width, rounding_mode="floor"), cell % width
-        flat_reg = regression.detach().float().flatten(2)  # (B, 10, H·W)
-        out = []
-        for i in range(batch):
-            reg = flat_reg[i][:, cell[i]].T  # (k, 10)
-            boxes = decode_boxes(reg, cols[i], rows[i], self.grid)
-            ok = (scores[i] > self.score_threshold) & torch.isfinite(boxes[:, :7]).all(1)
-            b, s, lab = boxes[ok], scores[i][ok], labels[i][ok]
-            keep = circle_nms(b[:, :2], s, lab, self.nms_radius)
-            out.append({"boxes": b[keep], "scores": s[keep], "labels": lab[keep]})
-        return out
+        return decode_detections(heatmap, regression, self.grid, self.top_k, self.score_threshold, self.nms_radius)
