@@ -95,6 +95,8 @@ def run_config(run: DemoRun, out: Path, seed: int, epochs: int, work_dirs: dict[
         if not staged:
             spec.config = str(CONFIG_DIR / next(r.config for r in RUNS if r.method == method))
         spec.checkpoint = str(work_dirs[method])
+    if not staged and cfg.model.get("type") == "Distiller":
+        cfg.model.teacher_cache = dict()  # frozen teachers, fixed inputs: their outputs are computed once
     if fraction is None:
         return cfg
     if _is_teacher(run):
@@ -280,8 +282,8 @@ def _run_seed(runs: list[DemoRun], seed: int, out: Path, console, epochs: int, f
     work_dirs: dict[str, Path] = {}
     with _progress(console) as progress:
         def train(run: DemoRun, fraction: float | None, where: Path, steps: int | None = None) -> dict:
-            task = progress.add_task(f"{run.method[:14]} {_fmt_budget(fraction) if fraction else ''}", total=None,
-                                     status="")
+            label = "" if fraction is None or (_is_teacher(run) and shared_teachers) else _fmt_budget(fraction)
+            task = progress.add_task(f"{run.method[:14]} {label}", total=None, status="")
             cfg = run_config(run, where, seed, epochs, work_dirs, fraction, teacher_labels, steps)
             row = train_and_test(run, cfg, progress, task, seed, fraction)
             work_dirs[run.method] = Path(cfg.work_dir)
