@@ -8,7 +8,7 @@ import torch
 from torch import nn
 
 from xmodal.distill.losses.checks import check_temperature
-from xmodal.distill.unidistill.keypoints import check_boxes, check_map
+from xmodal.distill.unidistill.keypoints import check_boxes, check_map, zero_with_graph
 from xmodal.models.bev.grid import NUSCENES_BEV_RANGE, BEVGrid, gaussian_mask, gaussian_radius
 from xmodal.registry import MODELS
 
@@ -59,6 +59,9 @@ class UniDistillResponseLoss(nn.Module):
         if (student_regression is None) != (teacher_regression is None):
             raise ValueError(f"{name}: give both student_regression and teacher_regression, or neither")
         boxes = check_boxes(name, gt_boxes, hs.shape[0])
+        if hs.shape[0] == 0:
+            self.last_terms, self.last_skipped_boxes = {}, 0
+            return zero_with_graph(hs)
         masks, skipped = [], 0
         for b in boxes:
             mask, n = gaussian_mask(b.to(hs.device), self.grid, self.min_overlap, self.min_radius)
