@@ -32,9 +32,10 @@ import torch
 from PIL import Image
 
 from data_prep import avmnist, flickr30k, nuscenes, ravdess
-from tests.conftest import REPO
+from tests.conftest import REPO, full_disk
 from tests.conftest import write_dataset as write_tiny_dataset
 from xmodal.apis import eval_retrieval as eval_retrieval_api
+from xmodal.apis import export as export_api
 from xmodal.apis import test as test_api
 from xmodal.apis import train as train_api
 from xmodal.cli import retrieval as retrieval_cli
@@ -44,7 +45,8 @@ from xmodal.data.detection import DetectionDataset, write_detection_dataset
 from xmodal.data.retrieval import RetrievalDataset, write_retrieval_dataset
 from xmodal.data.writer import DatasetExistsError, read_split_file, write_dataset
 from xmodal.distill.distiller import Distiller
-from xmodal.errors import ConfigError
+from xmodal.engine.checkpoint import save_checkpoint_file
+from xmodal.errors import ConfigError, DiskFullError
 from xmodal.evaluation.detection import evaluate_nuscenes
 from xmodal.registry import MODELS
 
@@ -874,6 +876,34 @@ def l11(ws):
                ws / "student_best.pth")
     return lambda: train_api.main([str(ws / "student.py"), "--work-dir", str(ws / "work"), "--resume",
                                    str(ws / "student_best.pth"), "--cfg-options", _run_name(ws)])
+
+
+# == a disk that fills while a checkpoint or an export is written =============================================
+def _on_full_disk(action: Callable[[], object]) -> Callable[[], object]:
+    def run():
+        with full_disk():
+            return action()
+    return run
+
+
+@case("F01", DiskFullError, r"epoch_1\.pth: cannot write .*: No space left on device \(.* free on .*\); the "
+                            r"previous epoch_1\.pth is unchanged")
+def f01(ws):
+    save_checkpoint_file({"state_dict": {"w": torch.ones(3)}, "meta": {"epoch": 1, "iter": 3}}, ws / "epoch_1.pth")
+    return _on_full_disk(lambda: save_checkpoint_file({"state_dict": {"w": torch.zeros(300)}}, ws / "epoch_1.pth"))
+
+
+@case("F02", CLI, r"error: .*student_export\.pth: cannot write .*: No space left on device \(.* free on .*\); the "
+                  r"previous student_export\.pth is unchanged")
+def f02(ws):
+    _task(ws)
+    student = MODELS.build(dict(type="ModalityClassifier", encoders=dict(b=dict(type="FeatureMLP", in_dim=5,
+                                                                                 hidden_dims=[8])),
+                                head=dict(type="ClsHead", num_classes=3)))
+    torch.save({"state_dict": student.state_dict()}, ws / "student.pth")
+    argv = [str(ws / "student.py"), str(ws / "student.pth"), "--out", str(ws / "student_export.pth"), "--force"]
+    export_api.main(argv)  # a previous export, replaced with --force
+    return _on_full_disk(lambda: export_api.main(argv))
 
 
 # == data_prep scripts ========================================================================================
