@@ -54,6 +54,15 @@ def file_identity(paths: Iterable[Path], checksums: Mapping[str, str] | None = N
 
 
 VERIFY_AUTO_BYTES = 512 * 1024 * 1024  # verify="auto" hashes datasets up to this size when they are opened
+_HASHED: dict[tuple, str] = {}  # (real path, size, mtime_ns) -> sha256: the train, val and test splits hash once
+
+
+def _sha256_once(path: Path) -> str:
+    stat = path.stat()
+    key = (str(path.resolve()), stat.st_size, stat.st_mtime_ns)
+    if key not in _HASHED:
+        _HASHED[key] = sha256_of(path)
+    return _HASHED[key]
 
 
 def want_verify(verify: bool | str, sizes: Iterable[int], owner: str) -> bool:
@@ -82,7 +91,7 @@ def verify_checksums(root: Path, meta: Mapping, meta_path: Path, names: Iterable
         path = inside_root(root, root / name, "file", allow_outside_root)
         if not path.is_file():
             raise DatasetFormatError(path, "file", "missing (listed in meta.json sha256)")
-        actual = sha256_of(path)
+        actual = _sha256_once(path)
         if actual != recorded[name]:
             raise DatasetFormatError(path, "sha256", f"content does not match meta.json (recorded "
                                      f"{recorded[name][:12]}..., file {actual[:12]}...): the file changed after "
