@@ -223,7 +223,7 @@ class RetrievalDataset(Dataset):
 
     # -- validation, one concern per method -------------------------------------------------
     def _read_meta(self) -> dict:
-        path = self.data_root / "meta.json"
+        path = inside_root(self.data_root, self.data_root / "meta.json", "file", self.allow_outside_root)
         meta = read_json(path)
         for key in ("name", "task", "counts"):
             if key not in meta:
@@ -237,7 +237,7 @@ class RetrievalDataset(Dataset):
         return meta
 
     def _read_images(self) -> list[str]:
-        path = self.data_root / "image.jsonl"
+        path = inside_root(self.data_root, self.data_root / "image.jsonl", "file", self.allow_outside_root)
         rows = _read_jsonl(path, {"file": str})
         for row in rows:
             if not is_relative(row["file"]):
@@ -247,7 +247,7 @@ class RetrievalDataset(Dataset):
         return [row["file"] for row in rows]
 
     def _read_captions(self) -> tuple[list[str], np.ndarray]:
-        path = self.data_root / "text.jsonl"
+        path = inside_root(self.data_root, self.data_root / "text.jsonl", "file", self.allow_outside_root)
         rows = _read_jsonl(path, {"image": int, "caption": str})
         n = len(self.files)
         # Python ints of any size: a huge id must not overflow into range in an int64 array
@@ -268,7 +268,7 @@ class RetrievalDataset(Dataset):
             raise DatasetFormatError(path, "lines", f"{lines} lines but meta.json counts.{key} is {expected}")
 
     def _read_split(self) -> np.ndarray:
-        path = self.data_root / "splits.json"
+        path = inside_root(self.data_root, self.data_root / "splits.json", "file", self.allow_outside_root)
         splits = read_json(path)
         if self.split not in splits:
             raise DatasetFormatError(path, self.split, f"split missing; the file has {sorted(splits)}")

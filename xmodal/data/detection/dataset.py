@@ -98,7 +98,7 @@ class DetectionDataset(Dataset):
 
     # -- validation, one concern per method -------------------------------------------------
     def _read_meta(self) -> dict:
-        path = self.data_root / "meta.json"
+        path = inside_root(self.data_root, self.data_root / "meta.json", "file", self.allow_outside_root)
         meta = read_json(path)
         for key in ("name", "task", "classes", "counts", "point_dims", "cameras"):
             if key not in meta:
@@ -133,7 +133,7 @@ class DetectionDataset(Dataset):
         return cameras
 
     def _read_samples(self) -> list[dict]:
-        path = self.data_root / "samples.jsonl"
+        path = inside_root(self.data_root, self.data_root / "samples.jsonl", "file", self.allow_outside_root)
         if not path.is_file():
             raise DatasetFormatError(path, "file", "missing; expected the samples table of a detection dataset "
                                      "(see docs/data_format.md)")
@@ -163,7 +163,7 @@ class DetectionDataset(Dataset):
         return samples
 
     def _read_split(self) -> np.ndarray:
-        path = self.data_root / "splits.json"
+        path = inside_root(self.data_root, self.data_root / "splits.json", "file", self.allow_outside_root)
         splits = read_json(path)
         if self.split not in splits:
             raise DatasetFormatError(path, self.split, f"split missing; the file has {sorted(splits)}")
