@@ -1,3 +1,5 @@
+import contextlib
+import errno
 import json
 import os
 from pathlib import Path
@@ -17,6 +19,29 @@ def xmodal_data_home(tmp_path_factory):
         os.environ.pop("XMODAL_DATA", None)
     else:
         os.environ["XMODAL_DATA"] = old
+
+
+@contextlib.contextmanager
+def full_disk(match: str = ""):
+    """The disk fills during every atomic write whose target name contains ``match``: ``os.write`` to
+    such a temp file (``.<name>.<random>.tmp``) writes half of what it is given, then fails with ENOSPC."""
+    real_write = os.write
+
+    def write(fd, data):
+        try:
+            name = os.path.basename(os.readlink(f"/proc/self/fd/{fd}"))
+        except OSError:
+            name = ""
+        if name.startswith(".") and name.endswith(".tmp") and match in name:
+            real_write(fd, bytes(data[: len(data) // 2]))
+            raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
+        return real_write(fd, data)
+
+    os.write = write
+    try:
+        yield
+    finally:
+        os.write = real_write
 
 
 @pytest.fixture(scope="session")

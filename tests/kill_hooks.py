@@ -6,7 +6,7 @@ an optional ``@DIR`` suffix limits it to the run whose work dir is named DIR (a 
 * ``iter:K``     after the K-th training iteration of the run;
 * ``val:E``      during the validation that follows training epoch E, before its first batch;
 * ``write:NAME`` inside the atomic write of the file NAME (e.g. ``epoch_2.pth``), once half of its
-  bytes are in the temp file: the real ``atomic_write_bytes`` runs, its file object dies mid-write.
+  bytes are in the temp file: the real ``atomic_write_bytes`` runs, its ``os.write`` dies mid-write.
 
 ``XMODAL_TEST_WRITE_LOG``, if set, receives one line per ``atomic_write_bytes`` call: the file name.
 Also registers ``RandomJitter``, a transform drawing from numpy's and Python's global RNGs, so a
@@ -54,23 +54,16 @@ class KillSwitchHook(Hook):
             _die()
 
 
-class _DyingFile:
-    """Stands in for the temp file's object: writes half of the data, syncs it, then kills the process."""
+def _dying_write(real_write):
+    """Stands in for ``os.write`` on the temp file: writes half of the data, syncs it, then kills the process."""
 
-    def __init__(self, fh) -> None:
-        self._fh = fh
-
-    def __enter__(self):
-        return self
-
-    def __exit__(self, *exc) -> None:
-        self._fh.close()
-
-    def write(self, data: bytes) -> None:
-        self._fh.write(data[: len(data) // 2])
-        self._fh.flush()
-        os.fsync(self._fh.fileno())
+    def write(fd: int, data) -> int:
+        real_write(fd, bytes(data[: len(data) // 2]))
+        os.fsync(fd)
         _die()
+        return 0  # not reached
+
+    return write
 
 
 _real_atomic_write = checkpoint_module.atomic_write_bytes
@@ -83,8 +76,7 @@ def _recording_atomic_write(data: bytes, path) -> None:
         with open(log, "a") as fh:
             fh.write(f"{path.parent.name}/{path.name}\n")
     if _KIND == "write" and path.name == _VALUE and _armed(path.parent):
-        real_fdopen = os.fdopen
-        os.fdopen = lambda fd, *args, **kwargs: _DyingFile(real_fdopen(fd, *args, **kwargs))
+        os.write = _dying_write(os.write)
     _real_atomic_write(data, path)
 
 

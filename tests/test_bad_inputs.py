@@ -32,18 +32,21 @@ import torch
 from PIL import Image
 
 from data_prep import avmnist, flickr30k, nuscenes, ravdess
-from tests.conftest import REPO
+from tests.conftest import REPO, full_disk
 from tests.conftest import write_dataset as write_tiny_dataset
 from xmodal.apis import eval_retrieval as eval_retrieval_api
+from xmodal.apis import export as export_api
 from xmodal.apis import test as test_api
 from xmodal.apis import train as train_api
 from xmodal.cli import retrieval as retrieval_cli
+from xmodal.cli import verify as verify_cli
 from xmodal.data import DatasetFormatError, PairedDataset
 from xmodal.data.detection import DetectionDataset, write_detection_dataset
 from xmodal.data.retrieval import RetrievalDataset, write_retrieval_dataset
 from xmodal.data.writer import DatasetExistsError, read_split_file, write_dataset
 from xmodal.distill.distiller import Distiller
-from xmodal.errors import ConfigError
+from xmodal.engine.checkpoint import save_checkpoint_file
+from xmodal.errors import ConfigError, DiskFullError
 from xmodal.evaluation.detection import evaluate_nuscenes
 from xmodal.registry import MODELS
 
@@ -361,6 +364,66 @@ def d22(ws):
     return _open(ws / "tiny")
 
 
+def _written(ws: Path) -> Path:
+    """A dataset as the writers make it, with meta.json's SHA-256 per file (audio 6 floats, 12 samples)."""
+    rng = np.random.default_rng(0)
+    return write_dataset(ws / "written", {"audio": rng.normal(size=(12, 6)).astype(np.float32)}, np.arange(12) % 3,
+                         ["a", "b", "c"], "written", "test", {"train": [0, 1, 2, 3], "val": [4, 5], "test": [6, 7]})
+
+
+@case("D23", DatasetFormatError, r"tiny/meta\.json: modalities: modality name '\.\./\.\./\.\./\.\./etc/passwd' is "
+                                 r"not a plain file name; expected no '/', '\\' or '\.\.'")
+def d23(ws):
+    meta = json.loads((_paired(ws) / "meta.json").read_text())
+    meta["modalities"]["../../../../etc/passwd"] = {"shape": [6], "dtype": "float32"}
+    (ws / "tiny" / "meta.json").write_text(json.dumps(meta))
+    return _open(ws / "tiny")
+
+
+@case("D24", DatasetFormatError, r"tiny/audio\.npy: modality 'audio': resolves to .*elsewhere\.npy, outside the "
+                                 r"dataset root .*tiny \(a symlink or '\.\.'\?\).*allow_outside_root=True")
+def d24(ws):
+    root = _paired(ws)
+    np.save(ws / "elsewhere.npy", np.zeros((12, 6), np.float32))  # same shape and dtype: only the place is wrong
+    (root / "audio.npy").unlink()
+    (root / "audio.npy").symlink_to(ws / "elsewhere.npy")
+    return _open(root)
+
+
+@case("D25", DatasetFormatError, r"written/audio\.npy: sha256: content does not match meta\.json \(recorded "
+                                 r"[0-9a-f]{12}\.\.\., file [0-9a-f]{12}\.\.\.\): the file changed after the dataset "
+                                 r"was written")
+def d25(ws):
+    path = _written(ws) / "audio.npy"
+    audio = np.load(path)
+    audio[3, 1] += 1.0  # edited in place: same shape, dtype and size
+    np.save(path, audio)
+    return _open(ws / "written")
+
+
+@case("D26", DatasetFormatError, r"tiny/meta\.json: classes: 'a' is listed twice \(positions 0 and 1\); expected "
+                                 r"distinct class names")
+def d26(ws):
+    _edit_json(_paired(ws) / "meta.json", classes=["a", "a", "c"])
+    return _open(ws / "tiny")
+
+
+@case("D27", DatasetFormatError, r"tiny/meta\.json: modalities\.audio\.shape: \[0, 6\] has a dimension of size 0; "
+                                 r"expected every per-sample dimension >= 1")
+def d27(ws):
+    meta = json.loads((_paired(ws) / "meta.json").read_text())
+    meta["modalities"]["audio"]["shape"] = [0, 6]
+    (ws / "tiny" / "meta.json").write_text(json.dumps(meta))
+    return _open(ws / "tiny")
+
+
+@case("D28", CLI, r"error: .*written/labels\.npy: sha256: content does not match meta\.json")
+def d28(ws):
+    path = _written(ws) / "labels.npy"
+    np.save(path, np.roll(np.load(path), 1))  # relabelled after writing: every class still valid
+    return lambda: verify_cli.main([str(ws / "written")])
+
+
 # == writing datasets and split files (xmodal/data/writer.py) ===============================================
 def _arrays():
     return {"audio": np.zeros((12, 6), np.float32)}, np.arange(12) % 3
@@ -461,6 +524,26 @@ def r06(ws):
     return lambda: RetrievalDataset(ws / "caps", "train")
 
 
+@case("R07", DatasetFormatError, r"caps/image\.jsonl: line 2: file: '\.\./\.\./secret\.png' must be a path relative "
+                                 r"to the dataset root, without '\.\.'")
+def r07(ws):
+    path = _captions(ws) / "image.jsonl"
+    rows = [json.loads(line) for line in path.read_text().splitlines()]
+    rows[1]["file"] = "../../secret.png"
+    path.write_text("".join(json.dumps(r) + "\n" for r in rows))
+    return lambda: RetrievalDataset(ws / "caps", "train")
+
+
+@case("R08", DatasetFormatError, r"caps/files/images/1\.png: image\.jsonl line 2: file: resolves to .*other\.png, "
+                                 r"outside the dataset root")
+def r08(ws):
+    image = _captions(ws) / "files/images/1.png"
+    (ws / "other.png").write_bytes(_png_bytes())
+    image.unlink()
+    image.symlink_to(ws / "other.png")
+    return lambda: RetrievalDataset(ws / "caps", "train")
+
+
 # == BEV detection datasets (DetectionDataset) and nuScenes metrics ==========================================
 def _scenes(ws: Path) -> Path:
     samples = ({"token": f"tok{i}", "points": np.full((4, 5), float(i), dtype=np.float32),
@@ -535,6 +618,25 @@ def b07(ws):
 @case("B08", DatasetFormatError, r"scenes/splits\.json: val: sample id 2 at position 0 is also in split 'train'")
 def b08(ws):
     _edit_json(_scenes(ws) / "splits.json", val=[2])
+    return lambda: DetectionDataset(ws / "scenes", "val")
+
+
+@case("B09", DatasetFormatError, r"samples\.jsonl: line 2 \(sample 1, token 'tok1'\): lidar: got '/etc/passwd'; "
+                                 r"expected a path relative to the dataset root, without '\.\.'")
+def b09(ws):
+    _edit_sample(_scenes(ws), 2, lambda r: r.__setitem__("lidar", "/etc/passwd"))
+    return lambda: DetectionDataset(ws / "scenes", "val")
+
+
+@case("B10", DatasetFormatError, r"scenes/files/.*: cams\.CAM_FRONT\.file: resolves to .*shared\.png, outside the "
+                                 r"dataset root")
+def b10(ws):
+    root = _scenes(ws)
+    row = json.loads((root / "samples.jsonl").read_text().splitlines()[1])
+    image = root / row["cams"]["CAM_FRONT"]["file"]
+    (ws / "shared.png").write_bytes(_png_bytes(size=(8, 4)))
+    image.unlink()
+    image.symlink_to(ws / "shared.png")
     return lambda: DetectionDataset(ws / "scenes", "val")
 
 
@@ -692,6 +794,15 @@ def c18(ws):
     return lambda: train_api.main([str(ws / "student.py"), "--stage", "2", "--work-dir", str(ws / "work")])
 
 
+@case("C19", CLI, r"error: .*student\.py: work_dir: .*/taken cannot be a directory: .*/taken is a file; expected a "
+                  r"directory or a path where one can be created")
+def c19(ws):
+    _task(ws)
+    (ws / "taken").write_text("notes")  # a file where the work dir should go
+    return lambda: train_api.main([str(ws / "student.py"), "--work-dir", str(ws / "taken"), "--cfg-options",
+                                   _run_name(ws)])
+
+
 # == commands: config and checkpoint paths, --cfg-options ====================================================
 @case("L01", CLI, r"config file not found: .*studnet\.py; did you mean '.*student\.py'\?")
 def l01(ws):
@@ -765,6 +876,34 @@ def l11(ws):
                ws / "student_best.pth")
     return lambda: train_api.main([str(ws / "student.py"), "--work-dir", str(ws / "work"), "--resume",
                                    str(ws / "student_best.pth"), "--cfg-options", _run_name(ws)])
+
+
+# == a disk that fills while a checkpoint or an export is written =============================================
+def _on_full_disk(action: Callable[[], object]) -> Callable[[], object]:
+    def run():
+        with full_disk():
+            return action()
+    return run
+
+
+@case("F01", DiskFullError, r"epoch_1\.pth: cannot write .*: No space left on device \(.* free on .*\); the "
+                            r"previous epoch_1\.pth is unchanged")
+def f01(ws):
+    save_checkpoint_file({"state_dict": {"w": torch.ones(3)}, "meta": {"epoch": 1, "iter": 3}}, ws / "epoch_1.pth")
+    return _on_full_disk(lambda: save_checkpoint_file({"state_dict": {"w": torch.zeros(300)}}, ws / "epoch_1.pth"))
+
+
+@case("F02", CLI, r"error: .*student_export\.pth: cannot write .*: No space left on device \(.* free on .*\); the "
+                  r"previous student_export\.pth is unchanged")
+def f02(ws):
+    _task(ws)
+    student = MODELS.build(dict(type="ModalityClassifier", encoders=dict(b=dict(type="FeatureMLP", in_dim=5,
+                                                                                 hidden_dims=[8])),
+                                head=dict(type="ClsHead", num_classes=3)))
+    torch.save({"state_dict": student.state_dict()}, ws / "student.pth")
+    argv = [str(ws / "student.py"), str(ws / "student.pth"), "--out", str(ws / "student_export.pth"), "--force"]
+    export_api.main(argv)  # a previous export, replaced with --force
+    return _on_full_disk(lambda: export_api.main(argv))
 
 
 # == data_prep scripts ========================================================================================

@@ -1,5 +1,6 @@
 import os
 import pickle
+import re
 
 import pytest
 import torch
@@ -123,3 +124,62 @@ def test_config_text_is_formatted_once_per_run(monkeypatch):
     assert [cfg.pretty_text for _ in range(3)] == [expected] * 3
     assert len(calls) == 2  # one more formatting, then reuse
     assert cfg.model.width == 4 and "_pretty_text_once" not in cfg  # config contents untouched
+
+
+def test_full_disk_keeps_the_previous_file_and_names_the_file_and_the_free_space(tmp_path):
+    from tests.conftest import full_disk
+    from xmodal.errors import DiskFullError
+
+    target = tmp_path / "epoch_1.pth"
+    save_checkpoint_file({"state_dict": {"w": torch.ones(2)}}, target)
+    before = target.read_bytes()
+    with full_disk(), pytest.raises(DiskFullError) as info:
+        save_checkpoint_file({"state_dict": {"w": torch.zeros(1000)}}, target)
+    message = str(info.value)
+    assert message.startswith(f"{target}: cannot write ") and "No space left on device" in message
+    assert " free on " in message and "the previous epoch_1.pth is unchanged" in message
+    assert info.value.errno == 28 and isinstance(info.value, OSError)
+    assert target.read_bytes() == before and [p.name for p in tmp_path.iterdir()] == ["epoch_1.pth"]
+    with full_disk(), pytest.raises(DiskFullError, match="no new.pth was written"):
+        atomic_write_bytes(b"x" * 10, tmp_path / "new.pth")
+    assert [p.name for p in tmp_path.iterdir()] == ["epoch_1.pth"]
+
+
+TINY = """default_scope = "xmodal"
+model = dict(type="ModalityClassifier", encoders=dict(audio=dict(type="FeatureMLP", in_dim=6, hidden_dims=[8])),
+             head=dict(type="ClsHead", num_classes=3))
+loader = dict(batch_size=4, num_workers=0, sampler=dict(type="DefaultSampler", shuffle=False),
+              collate_fn=dict(type="default_collate"),
+              dataset=dict(type="PairedDataset", data_root={root!r}, split="train", modalities=["audio"]))
+train_dataloader = loader
+val_dataloader = dict(loader, dataset=dict(loader["dataset"], split="val"))
+val_evaluator = dict(type="ClassificationMetric", num_classes=3, items=["accuracy", "cross_entropy"])
+train_cfg = dict(by_epoch=True, max_epochs=2, val_interval=1)
+val_cfg = dict()
+optim_wrapper = dict(optimizer=dict(type="SGD", lr=0.1))
+randomness = dict(seed=0)
+default_hooks = dict(checkpoint=dict(type="CheckpointHook", interval=1, max_keep_ckpts=1, save_best="cross_entropy",
+                                     rule="less"))
+"""
+
+
+def test_a_disk_that_fills_during_training_keeps_the_previous_checkpoints(tmp_path, capsys):
+    from tests.conftest import full_disk, write_dataset
+    from xmodal.apis import train as train_api
+
+    (tmp_path / "cfg.py").write_text(TINY.format(root=str(write_dataset(tmp_path / "data"))))
+    work = tmp_path / "work"
+    argv = [str(tmp_path / "cfg.py"), "--work-dir", str(work), "--cfg-options", f"experiment_name={tmp_path.name}"]
+    with full_disk(match="epoch_2"), pytest.raises(SystemExit) as stop:  # epoch 1 is written, epoch 2 fails
+        train_api.main(argv)
+    assert stop.value.code == 2
+    error = [line for line in capsys.readouterr().err.splitlines() if line.startswith("error: ")]
+    assert len(error) == 1 and re.search(r"error: .*/work/\S*epoch_2\.pth: cannot write .*: No space left on "
+                                         r"device \(.* free on .*\)", error[0]), error
+    assert "best_cross_entropy_epoch_2.pth" in error[0]  # epoch 2 improved: mmengine would have deleted the old best
+    kept = sorted(p.name for p in work.iterdir() if p.is_file() and p.suffix != ".py")  # and the config dump
+    assert kept == ["best_cross_entropy_epoch_1.pth", "epoch_1.pth", "last_checkpoint"], kept
+    assert (work / "last_checkpoint").read_text().strip() == str(work / "epoch_1.pth")
+    for name in ("epoch_1.pth", "best_cross_entropy_epoch_1.pth"):
+        assert load_checkpoint_file(work / name)["meta"]["epoch"] == 1
+    assert not list(work.glob(".*.tmp"))

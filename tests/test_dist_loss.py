@@ -113,10 +113,9 @@ def test_bad_input_names_the_loss():
         DISTLoss()(torch.randn(2, 3), torch.randn(2, 4))
     with pytest.raises(ValueError, match=r"DISTLoss.*shape"):
         DISTLoss()(torch.randn(2, 3, 4, 4), torch.randn(2, 3, 4, 4))
-    with pytest.raises(ValueError, match=r"DISTLoss: needs at least 1 sample and 2 classes, got shape \(3, 1\)"):
+    with pytest.raises(ValueError, match=r"DISTLoss: needs at least 2 classes, got shape \(3, 1\)"):
         DISTLoss()(torch.randn(3, 1), torch.randn(3, 1))
-    with pytest.raises(ValueError, match=r"DISTLoss: needs .* got shape \(0, 3\)"):
-        DISTLoss()(torch.randn(0, 3), torch.randn(0, 3))
+    assert DISTLoss()(torch.randn(0, 3), torch.randn(0, 3)).item() == 0.0  # an empty batch: no signal, no error
     with pytest.raises(ValueError, match=r"DISTLoss: temperature must be > 0, got -1"):
         DISTLoss(tau=-1)
     with pytest.raises(ValueError, match=r"DISTLoss: eps must be > 0, got 0"):

@@ -76,5 +76,4 @@ def test_rkd_finite_gradients_at_extremes_and_coincident_points(dtype):
     value = RKDLoss()(s, t)
     value.backward()
     assert torch.isfinite(value) and torch.isfinite(s.grad).all()
-    with pytest.raises(ValueError, match="RKDLoss"):
-        RKDLoss()(torch.randn(1, 3), torch.randn(1, 3))
+    assert RKDLoss()(torch.randn(1, 3), torch.randn(1, 3)).item() == 0.0  # one sample: no pair, no relation

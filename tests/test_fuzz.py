@@ -198,18 +198,26 @@ def _floats(draw, shape, finite: bool) -> torch.Tensor:
     return torch.from_numpy(draw(hnp.arrays(np.float32, shape, elements=FINITE if finite else ANY_VALUE)))
 
 
-def _labels(draw, batch: int, classes: int) -> torch.Tensor:
-    return torch.tensor(draw(st.lists(st.integers(0, classes - 1), min_size=batch, max_size=batch)), dtype=torch.long)
+def _labels(draw, batch: int, classes: int, kind: str = "any") -> torch.Tensor:
+    """Class ids; ``kind``: "any", "one_class", "unlabelled" (all −1) or "some_unlabelled" (−1 among them)."""
+    if kind == "one_class":
+        return torch.full((batch,), draw(st.integers(0, classes - 1)), dtype=torch.long)
+    if kind == "unlabelled":
+        return torch.full((batch,), -1, dtype=torch.long)
+    low = -1 if kind == "some_unlabelled" else 0
+    return torch.tensor(draw(st.lists(st.integers(low, classes - 1), min_size=batch, max_size=batch)), dtype=torch.long)
 
 
 @st.composite
-def well_formed(draw, name: str):
-    """(constructor kwargs, forward args, finite) for inputs of the shapes the loss documents."""
-    finite = draw(st.booleans())
-    b, c, d = draw(st.integers(1, 5)), draw(st.integers(2, 6)), draw(st.integers(1, 4))
+def well_formed(draw, name: str, degenerate: bool = False):
+    """(constructor kwargs, forward args, finite) for inputs of the shapes the loss documents. ``degenerate``:
+    finite values, a batch of 0-5 samples, and labels of one class, all −1 or some −1."""
+    finite = True if degenerate else draw(st.booleans())
+    b, c, d = draw(st.integers(0 if degenerate else 1, 5)), draw(st.integers(2, 6)), draw(st.integers(1, 4))
+    kind = draw(st.sampled_from(["one_class", "unlabelled", "some_unlabelled"])) if degenerate else "any"
     logits = [_floats(draw, (b, c), finite) for _ in range(2)]
     if name in LOGIT_LOSSES:
-        args = [*logits, _labels(draw, b, c)]
+        args = [*logits, _labels(draw, b, c, kind)]
         if name == "DualHeadKDLoss":
             args = logits
         if name == "DHOLoss":
@@ -219,7 +227,7 @@ def well_formed(draw, name: str):
         shape = (b, d, *draw(st.lists(st.integers(1, 3), max_size=2)))
         return {}, [_floats(draw, shape, finite), _floats(draw, shape, finite)], finite
     if name == "RKDLoss":
-        b = max(b, 2)
+        b = b if degenerate else max(b, 2)
         return {}, [_floats(draw, (b, d), finite), _floats(draw, (b, d + 1), finite)], finite
     if name == "MADLoss":
         return {}, [_floats(draw, (b, d), finite), _floats(draw, (b, d + 2), finite),
@@ -230,7 +238,7 @@ def well_formed(draw, name: str):
     if name == "C2KDLoss":
         c = max(c, 3)
         kwargs = {"student_dim": d, "teacher_dim": d + 1, "num_classes": c}
-        return kwargs, [_floats(draw, (b, d), finite), _floats(draw, (b, d + 1), finite), _labels(draw, b, c),
+        return kwargs, [_floats(draw, (b, d), finite), _floats(draw, (b, d + 1), finite), _labels(draw, b, c, kind),
                         _floats(draw, (b, c), finite), _floats(draw, (b, c), finite)], finite
     if name == "CRDLoss":
         kwargs = {"student_dim": d, "teacher_dim": d + 1, "num_data": 8, "feat_dim": 4, "num_negatives": 3}
@@ -257,6 +265,27 @@ def _expect_clean(name: str, kwargs: dict, args: list, finite: bool) -> None:
 def test_well_formed_inputs_give_a_finite_scalar(name, data):
     kwargs, args, finite = data.draw(well_formed(name))
     _expect_clean(name, kwargs, args, finite)
+
+
+@FUZZ
+@pytest.mark.parametrize("name", ALL_LOSSES)
+@given(data=st.data())
+def test_empty_one_class_and_unlabelled_batches_give_a_finite_loss_and_gradient(name, data):
+    """B = 0 gives exactly 0; a batch of one class or with −1 labels a finite value; gradients finite."""
+    kwargs, args, _ = data.draw(well_formed(name, degenerate=True))
+    args = [a.clone().requires_grad_(True) if a.is_floating_point() else a for a in args]
+    loss = MODELS.build({"type": name, **kwargs})
+    if name == "LoadBalanceLoss" and kwargs["mode"] == "kl" and len(args[0]):
+        args[0] = torch.full_like(args[0], 1.0 / args[0].shape[1]).requires_grad_(True)  # kl is +inf off-support
+    out = loss(*args)
+    assert out.numel() == 1 and torch.isfinite(out), (name, out)
+    if len(args[0]) == 0:
+        assert out.item() == 0.0, (name, out)
+    if out.requires_grad:
+        out.backward()
+    for a in args:
+        if a.is_floating_point() and a.grad is not None:
+            assert torch.isfinite(a.grad).all(), (name, a.grad)
 
 
 TENSOR_DTYPES = (torch.float32, torch.float64, torch.float16, torch.int64, torch.bool)

@@ -130,3 +130,81 @@ def test_fingerprint_sees_transform_arguments_held_inside_torch_modules(tiny_dat
 
     assert fingerprint(scale(2.0)) == fingerprint(scale(2.0))
     assert fingerprint(scale(2.0)) != fingerprint(scale(3.0))
+
+
+# -- data stays what meta.json says it is ------------------------------------------------------------------
+def _written(root):
+    from xmodal.data.writer import write_dataset
+
+    rng = np.random.default_rng(0)
+    return write_dataset(root, {"audio": rng.normal(size=(12, 6)).astype(np.float32)}, np.arange(12) % 3,
+                         ["a", "b", "c"], "w", "test", {"train": [0, 1, 2, 3], "val": [4, 5], "test": [6, 7]})
+
+
+def _edit_in_place(path):
+    audio = np.load(path)
+    audio[0, 0] += 1.0
+    np.save(path, audio)
+
+
+def test_checksums_are_verified_on_open_by_default_and_the_fingerprint_sees_them(tmp_path):
+    root = _written(tmp_path / "w")
+    ds = PairedDataset(root, "train")
+    assert set(ds.checksums) == {"audio.npy", "labels.npy", "splits.json"}  # "auto": a small dataset is verified
+    before = ds.fingerprint()
+    _edit_in_place(root / "audio.npy")
+    with pytest.raises(DatasetFormatError, match=r"audio\.npy: sha256: content does not match meta\.json"):
+        PairedDataset(root, "train")
+    unverified = PairedDataset(root, "train", verify=False)  # the user's choice: read it as it is
+    assert unverified.checksums == {} and unverified.fingerprint() != before  # size + mtime still change
+
+
+def test_verify_auto_skips_large_datasets_and_verify_true_always_checks(tmp_path, monkeypatch):
+    from xmodal.data import manifest
+
+    root = _written(tmp_path / "w")
+    _edit_in_place(root / "audio.npy")
+    monkeypatch.setattr(manifest, "VERIFY_AUTO_BYTES", 10)  # the dataset is now "large"
+    assert PairedDataset(root, "train").checksums == {}
+    with pytest.raises(DatasetFormatError, match=r"audio\.npy: sha256"):
+        PairedDataset(root, "train", verify=True)
+    with pytest.raises(ValueError, match=r"PairedDataset\.verify: got 'yes'; expected True, False or 'auto'"):
+        PairedDataset(root, "train", verify="yes")
+
+
+def test_verify_true_needs_checksums_auto_does_not(tiny_dataset):
+    assert PairedDataset(tiny_dataset, "train").checksums == {}  # hand-made, no sha256: nothing to compare
+    with pytest.raises(DatasetFormatError, match=r"meta\.json: sha256: missing"):
+        PairedDataset(tiny_dataset, "train", verify=True)
+
+
+def test_fingerprint_changes_when_an_array_is_edited_without_verification(tiny_dataset):
+    before = PairedDataset(tiny_dataset, "train").fingerprint()
+    audio = np.load(tiny_dataset / "audio.npy")
+    audio[0, 0] += 1.0
+    np.save(tiny_dataset / "audio.npy", audio)
+    assert PairedDataset(tiny_dataset, "train").fingerprint() != before
+
+
+def test_a_symlink_leaving_the_root_is_read_only_when_allowed(tiny_dataset, tmp_path):
+    outside = tmp_path / "shared.npy"
+    np.save(outside, np.ones((12, 6), np.float32))
+    (tiny_dataset / "audio.npy").unlink()
+    (tiny_dataset / "audio.npy").symlink_to(outside)
+    with pytest.raises(DatasetFormatError, match="outside the dataset root"):
+        PairedDataset(tiny_dataset, "train")
+    ds = PairedDataset(tiny_dataset, "train", allow_outside_root=True)
+    assert ds[0]["audio"].tolist() == [1.0] * 6
+    inside = tiny_dataset / "copy.npy"  # a link that stays inside is fine
+    np.save(inside, np.ones((12, 6), np.float32))
+    (tiny_dataset / "audio.npy").unlink()
+    (tiny_dataset / "audio.npy").symlink_to(inside)
+    assert len(PairedDataset(tiny_dataset, "train")) == 6
+
+
+def test_xmodal_verify_accepts_an_intact_dataset(tmp_path, capsys):
+    from xmodal.cli import verify
+
+    root = _written(tmp_path / "w")
+    assert verify.main([str(root)]) == 0
+    assert capsys.readouterr().out.strip() == f"{root}: 3 files match meta.json"  # audio, labels, splits

@@ -20,6 +20,11 @@ class CheckpointError(RuntimeError):
     """A checkpoint that cannot be used: missing, corrupt, untrusted or not matching the model."""
 
 
+class DiskFullError(OSError):
+    """A write ran out of space (ENOSPC, or a quota): names the file and the free space. The write was
+    to a temporary file, so the file it was replacing is unchanged."""
+
+
 class DatasetFormatError(ValueError):
     """Names the file and the field at fault and what was expected."""
 
@@ -28,4 +33,4 @@ class DatasetFormatError(ValueError):
         super().__init__(f"{self.path}: {field}: {problem}")
 
 
-__all__ = ["CheckpointError", "ConfigError", "DatasetFormatError", "StageError"]
+__all__ = ["CheckpointError", "ConfigError", "DatasetFormatError", "DiskFullError", "StageError"]

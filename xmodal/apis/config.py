@@ -50,7 +50,21 @@ def load_config(config: str | Path, cfg_options: dict | None = None, work_dir: s
         cfg.work_dir = work_dir
     elif cfg.get("work_dir") is None:
         cfg.work_dir = str(Path("work_dirs") / path.stem)
+    check_work_dir(cfg.work_dir, path)
     return cfg
+
+
+def check_work_dir(work_dir: str | Path, config: str | Path) -> None:
+    """``work_dir`` (or a folder above it) that is a file would fail later as a bare ``[Errno 17] File
+    exists`` from mmengine's makedirs; say which key and which file instead."""
+    target = Path(work_dir).expanduser()
+    for folder in (target, *target.parents):
+        if folder.exists():
+            if not folder.is_dir():
+                where = "" if folder == target else f" (inside {folder})"
+                raise ConfigError(f"{config}: work_dir: {work_dir} cannot be a directory{where}: {folder} is a "
+                                  "file; expected a directory or a path where one can be created")
+            return
 
 
 def setup_distributed(cfg: Config) -> None:

@@ -15,12 +15,12 @@ import sys
 from collections.abc import Callable
 from typing import TypeVar
 
-from xmodal.errors import CheckpointError, StageError
+from xmodal.errors import CheckpointError, DiskFullError, StageError
 
 F = TypeVar("F", bound=Callable)
 
 # ValueError covers DatasetFormatError and ConfigError; CheckpointError and StageError are RuntimeErrors
-# listed by name in user_error_types.
+# and DiskFullError an OSError, listed by name in user_error_types.
 # ModuleNotFoundError: an optional dependency a config needs is not installed (the message says how).
 USER_ERRORS: tuple[type[BaseException], ...] = (ValueError, FileNotFoundError, FileExistsError, KeyError,
                                                  NotADirectoryError, IsADirectoryError, PermissionError,
@@ -29,7 +29,7 @@ EXIT_USER_ERROR = 2
 
 
 def user_error_types() -> tuple[type[BaseException], ...]:
-    return USER_ERRORS + (CheckpointError, StageError)
+    return USER_ERRORS + (CheckpointError, StageError, DiskFullError)
 
 
 def format_error(error: BaseException) -> str:

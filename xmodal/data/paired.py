@@ -32,6 +32,7 @@ from xmodal.data.labelled import (
     parse_subset,
     subset_positions,
 )
+from xmodal.data.manifest import file_identity, inside_root, is_plain_name, verify_checksums, want_verify
 from xmodal.data.splits import split_problems
 from xmodal.errors import DatasetFormatError
 from xmodal.registry import DATASETS, TRANSFORMS
@@ -84,8 +85,27 @@ def check_meta(meta: dict, path: Path, tasks: Sequence[str], expected_task: str,
     if not isinstance(meta["modalities"], dict) or not meta["modalities"]:
         raise DatasetFormatError(path, "modalities", "expected a non-empty object {name: {shape, dtype}}")
     for name, spec in meta["modalities"].items():
+        if not is_plain_name(name):  # it becomes <name>.npy: a path would read outside the dataset
+            raise DatasetFormatError(path, "modalities", f"modality name {name!r} is not a plain file name; "
+                                     "expected no '/', '\\' or '..' (it names <name>.npy in the dataset folder)")
         if not isinstance(spec, dict) or "shape" not in spec or "dtype" not in spec:
             raise DatasetFormatError(path, f"modalities.{name}", "expected {'shape': [...], 'dtype': '...'}")
+        shape = spec["shape"]
+        if not isinstance(shape, list) or not all(isinstance(d, int) and not isinstance(d, bool) for d in shape):
+            raise DatasetFormatError(path, f"modalities.{name}.shape", f"got {shape!r}; expected a list of integers")
+        if any(d <= 0 for d in shape):
+            raise DatasetFormatError(path, f"modalities.{name}.shape", f"{shape} has a dimension of size "
+                                     f"{min(shape)}; expected every per-sample dimension >= 1")
+    classes = meta.get("classes")
+    if isinstance(classes, list):
+        seen: dict = {}
+        for position, name in enumerate(classes):
+            if not isinstance(name, (str, int)) or isinstance(name, bool):
+                raise DatasetFormatError(path, "classes", f"class {position} is {name!r}; expected a name")
+            if name in seen:
+                raise DatasetFormatError(path, "classes", f"{name!r} is listed twice (positions {seen[name]} and "
+                                         f"{position}); expected distinct class names")
+            seen[name] = position
     return meta
 
 
@@ -102,6 +122,10 @@ class PairedDataset(Dataset):
         subset: ``dict(part=0, of=2, seed=0)``: only this disjoint, class-stratified part of the split.
         labelled: ``dict(fraction=0.1, seed=0)`` or ``dict(ids_file=...)``: the samples that keep their
             labels; the others read as unlabelled (label −1). See :mod:`xmodal.data.labelled`.
+        verify: check the files read against the SHA-256 in ``meta.json``: ``"auto"`` when they total at
+            most ``xmodal.data.manifest.VERIFY_AUTO_BYTES`` and meta.json has checksums, True always
+            (checksums required), False never. ``xmodal-verify DATA_ROOT`` checks every file.
+        allow_outside_root: read files that resolve (through a symlink) outside ``data_root``.
     """
 
     def __init__(
@@ -113,9 +137,12 @@ class PairedDataset(Dataset):
         check_finite: bool = True,
         subset: dict | None = None,
         labelled: dict | None = None,
+        verify: bool | str = "auto",
+        allow_outside_root: bool = False,
     ) -> None:
         self.data_root = Path(data_root).expanduser()
         self.split = split
+        self.allow_outside_root = bool(allow_outside_root)
         if not self.data_root.is_dir():
             raise DatasetFormatError(self.data_root, "data_root", "directory does not exist")
         self.meta = self._read_meta()
@@ -123,6 +150,7 @@ class PairedDataset(Dataset):
         self.arrays = {m: self._open_modality(m, check_finite) for m in self.modalities}
         self.labels = self._open_labels()
         self.indices = self._read_split()
+        self.checksums = self._verify(verify)
         self.subset = parse_subset(subset, f"{type(self).__name__}.subset")
         self.budget = parse_budget(labelled, split, f"{type(self).__name__}.labelled")
         if self.subset is not None:
@@ -132,8 +160,32 @@ class PairedDataset(Dataset):
         self.pipeline = [TRANSFORMS.build(t) if isinstance(t, dict) else t for t in pipeline]
 
     # -- validation, one concern per method -------------------------------------------------
+    def _file(self, name: str, field: str) -> Path:
+        """``data_root / name``, refused if it resolves outside ``data_root`` (unless allowed)."""
+        return inside_root(self.data_root, self.data_root / name, field, self.allow_outside_root)
+
+    @property
+    def files(self) -> list[str]:
+        """The files this dataset reads, by name."""
+        return [f"{m}.npy" for m in self.modalities] + ["labels.npy", "splits.json"]
+
+    def _verify(self, verify: bool | str) -> dict[str, str]:
+        meta_path = self.data_root / "meta.json"
+        sizes = [(self.data_root / name).stat().st_size for name in self.files]
+        if not want_verify(verify, sizes, type(self).__name__):
+            return {}
+        recorded = self.meta.get("sha256")
+        if verify == "auto" and not isinstance(recorded, dict):
+            return {}  # a hand-made dataset without checksums: nothing to compare with
+        if verify is True and isinstance(recorded, dict):
+            unlisted = [name for name in self.files if name not in recorded]
+            if unlisted:
+                raise DatasetFormatError(meta_path, "sha256", f"no checksum for {unlisted}; verify=True needs one "
+                                         "for every file read")
+        return verify_checksums(self.data_root, self.meta, meta_path, self.files, self.allow_outside_root)
+
     def _read_meta(self) -> dict:
-        path = self.data_root / "meta.json"
+        path = self._file("meta.json", "file")
         meta = check_meta(read_json(path), path, _TASKS, f"one of {_TASKS}")
         if meta["task"] == "classification":
             classes = meta.get("classes")
@@ -157,7 +209,7 @@ class PairedDataset(Dataset):
         return list(modalities)
 
     def _open_modality(self, name: str, check_finite: bool) -> np.ndarray:
-        path = self.data_root / f"{name}.npy"
+        path = self._file(f"{name}.npy", f"modality '{name}'")
         spec = self.meta["modalities"][name]
         array = _open_array(path, f"modality '{name}'")
         if list(array.shape[1:]) != list(spec["shape"]):
@@ -171,7 +223,7 @@ class PairedDataset(Dataset):
         return array
 
     def _open_labels(self) -> np.ndarray:
-        path = self.data_root / "labels.npy"
+        path = self._file("labels.npy", "labels")
         labels = _open_array(path, "labels")
         if labels.ndim != 1 or not np.issubdtype(labels.dtype, np.integer):
             raise DatasetFormatError(path, "labels", f"expected a 1-D integer array, got {labels.dtype} {labels.shape}")
@@ -192,7 +244,7 @@ class PairedDataset(Dataset):
         return labels
 
     def _read_split(self) -> np.ndarray:
-        path = self.data_root / "splits.json"
+        path = self._file("splits.json", "file")
         splits = read_json(path)
         if self.split not in splits:
             near = difflib.get_close_matches(self.split, list(splits), n=1)
@@ -256,12 +308,15 @@ class PairedDataset(Dataset):
         return [type(t).__name__ for t in self.pipeline if getattr(t, "stochastic", False)]
 
     def fingerprint(self) -> str:
-        """Identifies what this split yields: the dataset files' description, split, modalities, and the
-        pipeline: each transform's config and its built state, torch modules' hyper-parameters and
-        buffers included (``describe``), so e.g. another ``n_mels`` gives another fingerprint."""
+        """Identifies what this split yields: the dataset files' description, the files read (their
+        verified SHA-256, else size and modification time, so an array edited in place gives another
+        fingerprint), split, modalities, and the pipeline: each transform's config and its built state,
+        torch modules' hyper-parameters and buffers included (``describe``), so e.g. another ``n_mels``
+        gives another fingerprint."""
         digest = hashlib.sha256()
         for name in ("meta.json", "splits.json"):
             digest.update((self.data_root / name).read_bytes())
+        digest.update(file_identity([self.data_root / name for name in self.files], self.checksums).encode())
         digest.update(repr((self.split, self.modalities, self.subset, self.budget)).encode())
         digest.update(describe_json([self.pipeline_cfg, self.pipeline]).encode())
         return digest.hexdigest()

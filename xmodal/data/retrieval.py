@@ -25,7 +25,7 @@ import numpy as np
 import torch
 from torch.utils.data import Dataset
 
-from xmodal.data.manifest import is_relative, parse_lines, place
+from xmodal.data.manifest import file_identity, inside_root, is_relative, parse_lines, place
 from xmodal.data.paired import read_json
 from xmodal.data.splits import split_problems
 from xmodal.data.writer import DatasetStream, sha256_of
@@ -196,16 +196,18 @@ class RetrievalDataset(Dataset):
         mode: ``"pairs"``, ``"images"`` or ``"captions"``.
         image_size: side S of the square images returned.
         check_files: check when opening that every image file of the split exists (modes that read images).
+        allow_outside_root: read image files that resolve (through a symlink) outside ``data_root``.
     """
 
     def __init__(self, data_root: str | Path, split: str = "train", mode: str = "pairs", image_size: int = 224,
-                 check_files: bool = True) -> None:
+                 check_files: bool = True, allow_outside_root: bool = False) -> None:
         if mode not in MODES:
             raise ValueError(f"RetrievalDataset: mode {mode!r}; expected one of {MODES}")
         if not _is_int(image_size) or image_size <= 0:
             raise ValueError(f"RetrievalDataset: image_size must be a positive int, got {image_size!r}")
         self.data_root = Path(data_root).expanduser()
         self.split, self.mode, self.image_size = split, mode, image_size
+        self.allow_outside_root = bool(allow_outside_root)
         if not self.data_root.is_dir():
             raise DatasetFormatError(self.data_root, "data_root", "directory does not exist")
         self.meta = self._read_meta()
@@ -221,7 +223,7 @@ class RetrievalDataset(Dataset):
 
     # -- validation, one concern per method -------------------------------------------------
     def _read_meta(self) -> dict:
-        path = self.data_root / "meta.json"
+        path = inside_root(self.data_root, self.data_root / "meta.json", "file", self.allow_outside_root)
         meta = read_json(path)
         for key in ("name", "task", "counts"):
             if key not in meta:
@@ -235,7 +237,7 @@ class RetrievalDataset(Dataset):
         return meta
 
     def _read_images(self) -> list[str]:
-        path = self.data_root / "image.jsonl"
+        path = inside_root(self.data_root, self.data_root / "image.jsonl", "file", self.allow_outside_root)
         rows = _read_jsonl(path, {"file": str})
         for row in rows:
             if not is_relative(row["file"]):
@@ -245,7 +247,7 @@ class RetrievalDataset(Dataset):
         return [row["file"] for row in rows]
 
     def _read_captions(self) -> tuple[list[str], np.ndarray]:
-        path = self.data_root / "text.jsonl"
+        path = inside_root(self.data_root, self.data_root / "text.jsonl", "file", self.allow_outside_root)
         rows = _read_jsonl(path, {"image": int, "caption": str})
         n = len(self.files)
         # Python ints of any size: a huge id must not overflow into range in an int64 array
@@ -266,7 +268,7 @@ class RetrievalDataset(Dataset):
             raise DatasetFormatError(path, "lines", f"{lines} lines but meta.json counts.{key} is {expected}")
 
     def _read_split(self) -> np.ndarray:
-        path = self.data_root / "splits.json"
+        path = inside_root(self.data_root, self.data_root / "splits.json", "file", self.allow_outside_root)
         splits = read_json(path)
         if self.split not in splits:
             raise DatasetFormatError(path, self.split, f"split missing; the file has {sorted(splits)}")
@@ -278,7 +280,7 @@ class RetrievalDataset(Dataset):
 
     def _check_files(self) -> None:
         for image in self.image_ids.tolist():
-            path = self.data_root / self.files[image]
+            path = self._image_path(image)
             if not path.is_file():
                 raise DatasetFormatError(path, "file", f"image file missing (image.jsonl line {image + 1}, "
                                          f"image id {image}, split {self.split!r})")
@@ -305,15 +307,24 @@ class RetrievalDataset(Dataset):
 
     def fingerprint(self) -> str:
         """Identifies what this split yields: the dataset's description (its meta.json holds the
-        tables' SHA-256), the split, the mode and the image size."""
+        tables' SHA-256), the tables' and the split's image files' size and modification time, the
+        split, the mode and the image size."""
         digest = hashlib.sha256()
         for name in ("meta.json", "splits.json"):
             digest.update((self.data_root / name).read_bytes())
+        files = [self.data_root / name for name in TABLES]
+        if self.mode != "captions":
+            files += [self.data_root / self.files[i] for i in self.image_ids.tolist()]
+        digest.update(file_identity(files).encode())
         digest.update(repr((self.split, self.mode, self.image_size)).encode())
         return digest.hexdigest()
 
+    def _image_path(self, image_id: int) -> Path:
+        return inside_root(self.data_root, self.data_root / self.files[image_id],
+                           f"image.jsonl line {image_id + 1}: file", self.allow_outside_root)
+
     def image(self, image_id: int) -> torch.Tensor:
-        return load_image(self.data_root / self.files[image_id], self.image_size)
+        return load_image(self._image_path(image_id), self.image_size)
 
     def __len__(self) -> int:
         return len(self.image_ids) if self.mode == "images" else len(self.caption_ids)

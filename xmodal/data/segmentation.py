@@ -57,10 +57,12 @@ class SegmentationDataset(PairedDataset):
 
     def __init__(self, data_root: str | Path, split: str = "train", modalities: Sequence[str] | None = None,
                  pipeline: Sequence[dict | Callable] = (), check_finite: bool = True, check_labels: bool = True,
-                 normalize: bool = True, subset: dict | None = None, labelled: dict | None = None) -> None:
+                 normalize: bool = True, subset: dict | None = None, labelled: dict | None = None,
+                 verify: bool | str = "auto", allow_outside_root: bool = False) -> None:
         self.check_labels = check_labels
         self.normalize = normalize
-        super().__init__(data_root, split, modalities, pipeline, check_finite, subset, labelled)
+        super().__init__(data_root, split, modalities, pipeline, check_finite, subset, labelled, verify,
+                         allow_outside_root)
 
     # -- validation ---------------------------------------------------------------------------
     def _read_meta(self) -> dict:
@@ -91,7 +93,7 @@ class SegmentationDataset(PairedDataset):
         return meta
 
     def _open_labels(self) -> np.ndarray:
-        path = self.data_root / "labels.npy"
+        path = self._file("labels.npy", "labels")
         labels = np.load(path, mmap_mode="r", allow_pickle=False) if path.is_file() else None
         if labels is None:
             raise DatasetFormatError(path, "labels", "file missing")

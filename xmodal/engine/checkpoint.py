@@ -15,11 +15,13 @@
 from __future__ import annotations
 
 import difflib
+import errno
 import io
 import json
 import os
 import pickle
 import re
+import shutil
 import tempfile
 from pathlib import Path
 
@@ -30,7 +32,7 @@ from mmengine.logging.history_buffer import HistoryBuffer
 from mmengine.runner.checkpoint import CheckpointLoader
 from torch import nn
 
-from xmodal.errors import CheckpointError
+from xmodal.errors import CheckpointError, DiskFullError
 
 
 def _numpy_globals() -> list:
@@ -152,18 +154,53 @@ def _umask() -> int:
     return mask
 
 
+_NO_SPACE = (errno.ENOSPC, errno.EDQUOT, errno.EFBIG)
+_WRITE_BLOCK = 1 << 24
+
+
+def _size(n: float) -> str:
+    for unit in ("bytes", "KiB", "MiB", "GiB"):
+        if n < 1024 or unit == "GiB":
+            return f"{n:.0f} {unit}" if unit == "bytes" else f"{n:.1f} {unit}"
+        n /= 1024
+    return f"{n:.1f} TiB"
+
+
+def disk_full_error(path: Path, needed: int, err: OSError) -> DiskFullError:
+    """The error of a write to ``path`` that ran out of space: the file, what it needed and what is free."""
+    try:
+        free = f"{_size(shutil.disk_usage(path.parent).free)} free"
+    except OSError:
+        free = "free space unknown"
+    kept = f"the previous {path.name} is unchanged" if path.exists() else f"no {path.name} was written"
+    error = DiskFullError(f"{path}: cannot write {_size(needed)}: {os.strerror(err.errno)} ({free} on "
+                          f"{path.parent}); {kept}. Free some space (old checkpoints, max_keep_ckpts) or write "
+                          "elsewhere")
+    error.errno = err.errno  # set after construction: str() stays the message above
+    return error
+
+
 def atomic_write_bytes(data: bytes, path: str | os.PathLike) -> None:
-    """Write ``data`` to ``path`` via a temp file + fsync + rename in the same directory."""
+    """Write ``data`` to ``path`` via a temp file + fsync + rename in the same directory. A write that
+    runs out of space removes the temp file and raises :class:`DiskFullError`; ``path`` is untouched."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
     try:
-        with os.fdopen(fd, "wb") as fh:
-            fh.write(data)
-            fh.flush()
-            os.fchmod(fh.fileno(), 0o666 & ~_umask())  # mkstemp's 0600 -> what open() would have given
-            os.fsync(fh.fileno())
+        try:
+            view = memoryview(data)
+            while view:  # os.write may write less than asked
+                view = view[os.write(fd, view[:_WRITE_BLOCK]):]
+            os.fchmod(fd, 0o666 & ~_umask())  # mkstemp's 0600 -> what open() would have given
+            os.fsync(fd)  # a network or delayed-allocation file system reports ENOSPC here
+        finally:
+            os.close(fd)
         os.replace(tmp, path)
+    except OSError as err:
+        Path(tmp).unlink(missing_ok=True)
+        if err.errno in _NO_SPACE:
+            raise disk_full_error(path, len(data), err) from err
+        raise
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
         raise

@@ -16,6 +16,9 @@ mmengine 0.10.7:
   ``max_keep_ckpts=1``, a kill during the write left ``last_checkpoint`` naming a deleted file.
   Here the new checkpoint is written (atomically, through :class:`AtomicLocalBackend`), then
   ``last_checkpoint`` (atomically), and only then is the old file deleted.
+* **The previous best goes last too.** mmengine deletes the previous ``best_*.pth`` before writing the
+  new one; a write that fails (a full disk) left no best checkpoint at all. Here it is deleted only
+  once the new best (and the checkpoint recording it) is written.
 * **Leftovers cleared.** Temp files of writes killed before their rename are deleted when training
   starts.
 * **Resumable files only.** ``--resume`` with a file that has no ``meta.epoch`` / ``meta.iter`` (a
@@ -38,6 +41,22 @@ from mmengine.runner import EpochBasedTrainLoop
 from xmodal.engine.checkpoint import atomic_write_bytes, remove_stale_temp_files
 from xmodal.errors import CheckpointError
 from xmodal.registry import HOOKS
+
+
+class _DeferredRemoval:
+    """A file backend whose ``remove`` / ``rmtree`` only record the path, to be deleted later."""
+
+    def __init__(self, backend) -> None:
+        self._backend, self.deferred = backend, []
+
+    def __getattr__(self, name: str):
+        return getattr(self._backend, name)
+
+    def remove(self, path) -> None:
+        self.deferred.append(path)
+
+    def rmtree(self, path) -> None:
+        self.deferred.append(path)
 
 
 @HOOKS.register_module(name="CheckpointHook")
@@ -99,6 +118,22 @@ class ResumableCheckpointHook(MMEngineCheckpointHook):
     def after_train(self, runner) -> None:
         self._flush(runner)
         super().after_train(runner)
+
+    def _save_best_checkpoint(self, runner, metrics) -> None:
+        backend = self.file_backend
+        self.file_backend = deferred = _DeferredRemoval(backend)
+        try:
+            super()._save_best_checkpoint(runner, metrics)
+        finally:
+            self.file_backend = backend
+        current = {getattr(self, "best_ckpt_path", None), *(getattr(self, "best_ckpt_path_dict", None) or {}).values()}
+        for path in deferred.deferred:  # reached only when every write succeeded
+            if path in current:
+                continue
+            if backend.isfile(path):
+                backend.remove(path)
+            elif backend.isdir(path):  # checkpoints saved by deepspeed are directories
+                backend.rmtree(path)
 
     # -- write the new checkpoint, then the pointer, then delete the old one -------------------------
     def _save_checkpoint_with_step(self, runner, step, meta) -> None:

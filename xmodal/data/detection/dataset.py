@@ -22,7 +22,7 @@ from xmodal.data.detection.format import (
     short,
 )
 from xmodal.data.labelled import budget_mask, labelled_record, parse_budget, parse_subset, subset_positions
-from xmodal.data.manifest import parse_lines
+from xmodal.data.manifest import file_identity, inside_root, parse_lines
 from xmodal.data.paired import read_json
 from xmodal.data.splits import split_problems
 from xmodal.errors import DatasetFormatError
@@ -79,13 +79,15 @@ class DetectionDataset(Dataset):
         labelled: ``dict(fraction=0.1, seed=0)`` or ``dict(ids_file=...)``: the scenes that keep their boxes;
             every item then has a ``labelled`` flag, and an unlabelled scene has no ``gt_boxes``/``gt_labels``
             (docs/label_scarce.md).
+        allow_outside_root: read point and image files that resolve (through a symlink) outside ``data_root``.
     """
 
     def __init__(self, data_root: str | Path, split: str = "train", cameras: Sequence[str] | None = None,
                  load_points: bool = True, load_images: bool = True, image_size: int | Sequence[int] | None = None,
                  check_files: bool = True, with_info: bool = False, subset: dict | None = None,
-                 labelled: dict | None = None) -> None:
+                 labelled: dict | None = None, allow_outside_root: bool = False) -> None:
         self.data_root = Path(data_root).expanduser()
+        self.allow_outside_root = bool(allow_outside_root)
         self.split, self.load_points, self.load_images = split, bool(load_points), bool(load_images)
         self.with_info = bool(with_info)
         self.image_size = _size_pair(image_size)
@@ -108,7 +110,7 @@ class DetectionDataset(Dataset):
 
     # -- validation, one concern per method -------------------------------------------------
     def _read_meta(self) -> dict:
-        path = self.data_root / "meta.json"
+        path = inside_root(self.data_root, self.data_root / "meta.json", "file", self.allow_outside_root)
         meta = read_json(path)
         for key in ("name", "task", "classes", "counts", "point_dims", "cameras"):
             if key not in meta:
@@ -143,7 +145,7 @@ class DetectionDataset(Dataset):
         return cameras
 
     def _read_samples(self) -> list[dict]:
-        path = self.data_root / "samples.jsonl"
+        path = inside_root(self.data_root, self.data_root / "samples.jsonl", "file", self.allow_outside_root)
         if not path.is_file():
             raise DatasetFormatError(path, "file", "missing; expected the samples table of a detection dataset "
                                      "(see docs/data_format.md)")
@@ -173,7 +175,7 @@ class DetectionDataset(Dataset):
         return samples
 
     def _read_split(self) -> np.ndarray:
-        path = self.data_root / "splits.json"
+        path = inside_root(self.data_root, self.data_root / "splits.json", "file", self.allow_outside_root)
         splits = read_json(path)
         if self.split not in splits:
             raise DatasetFormatError(path, self.split, f"split missing; the file has {sorted(splits)}")
@@ -186,7 +188,7 @@ class DetectionDataset(Dataset):
             sample = self.samples[sid]
             where = f"sample {sid}, token {sample['token']!r}"
             if self.load_points:
-                path = self.data_root / sample["lidar"]
+                path = self._file(sample["lidar"], "lidar")
                 if not path.is_file():
                     raise DatasetFormatError(path, "lidar", f"point file missing ({where}, split {self.split!r})")
                 try:
@@ -195,16 +197,20 @@ class DetectionDataset(Dataset):
                     raise DatasetFormatError(path, err.field, f"{err.problem} ({where})") from None
             if self.load_images:
                 for cam in self.cameras:
-                    path = self.data_root / sample["cams"][cam][0]
+                    path = self._file(sample["cams"][cam][0], f"cams.{cam}.file")
                     if not path.is_file():
                         raise DatasetFormatError(path, f"cams.{cam}.file", f"image file missing ({where}, split "
                                                  f"{self.split!r})")
 
     # -- loading --------------------------------------------------------------------------------
+    def _file(self, relative: str, field: str) -> Path:
+        """A file the samples table names, refused if it resolves outside ``data_root`` (unless allowed)."""
+        return inside_root(self.data_root, self.data_root / relative, field, self.allow_outside_root)
+
     def points(self, sample_id: int) -> np.ndarray:
         """The (N, point_dims) float32 points of a sample, checked for NaN/Inf."""
         sample = self.samples[sample_id]
-        path = self.data_root / sample["lidar"]
+        path = self._file(sample["lidar"], "lidar")
         where = f"sample {sample_id}, token {sample['token']!r}"
         if not path.is_file():
             raise DatasetFormatError(path, "lidar", f"point file missing ({where})")
@@ -241,7 +247,7 @@ class DetectionDataset(Dataset):
         for cam in self.cameras:
             file, k, t = sample["cams"][cam]
             if self.load_images or self.image_size is not None:
-                path = self.data_root / file
+                path = self._file(file, f"cams.{cam}.file")
                 if self.load_images:
                     image, native = self._image(path, cam, sample_id)
                     images.append(image)
@@ -290,10 +296,17 @@ class DetectionDataset(Dataset):
 
     def fingerprint(self) -> str:
         """Identifies what this split yields: the dataset's description (its meta.json holds the
-        tables' SHA-256), the split and the loading options."""
+        tables' SHA-256), the size and modification time of the samples table and of the files the
+        split reads, the split and the loading options."""
         digest = hashlib.sha256()
         for name in ("meta.json", "splits.json"):
             digest.update((self.data_root / name).read_bytes())
+        files = [self.data_root / "samples.jsonl"]
+        for sid in self.sample_ids.tolist():
+            sample = self.samples[sid]
+            files += [self.data_root / sample["lidar"]] if self.load_points else []
+            files += [self.data_root / sample["cams"][cam][0] for cam in self.cameras] if self.load_images else []
+        digest.update(file_identity([f for f in files if f.is_file()]).encode())
         digest.update(repr((self.split, self.cameras, self.load_points, self.load_images, self.image_size,
                             self.with_info, self.subset, self.budget)).encode())
         return digest.hexdigest()

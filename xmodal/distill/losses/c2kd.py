@@ -45,8 +45,9 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from xmodal.distill.losses.checks import check_logit_pair, check_target, check_temperature
+from xmodal.distill.losses.checks import check_logit_pair, check_target, check_temperature, empty_loss
 from xmodal.distill.losses.kd import soft_kl
+from xmodal.models.base import UNLABELLED
 from xmodal.registry import MODELS
 
 
@@ -74,14 +75,17 @@ def c2kd_objective(proxy_student: torch.Tensor, proxy_teacher: torch.Tensor, stu
                    teacher_logits: torch.Tensor, target: torch.Tensor, temperature: float = 1.0,
                    krc_threshold: float = 0.0) -> tuple[torch.Tensor, torch.Tensor]:
     """L = L_proxy + L_sel from the four (B, C) logit tensors; returns (loss, the (B,) selection mask).
-    Stop-gradients as in the module docstring: ``teacher_logits`` never gets a gradient."""
+    Stop-gradients as in the module docstring: ``teacher_logits`` never gets a gradient. An unlabelled
+    sample (target −1) has no non-target classes: it joins L_proxy, which needs no label, and is never selected."""
     t = temperature
     p_s, p_t = proxy_student.float(), proxy_teacher.float()
     z_s, z_t = student_logits.float(), teacher_logits.detach().float()
     proxy = (soft_kl(p_t, z_t, t, "none") + soft_kl(p_s, z_s.detach(), t, "none")
              + soft_kl(z_s, p_s.detach(), t, "none"))
-    nt_s, nt_t = non_target(p_s, target), non_target(p_t, target)
-    selected = kendall_tau(nt_t.detach(), nt_s.detach()) > krc_threshold
+    labelled = target != UNLABELLED
+    known = target.clamp_min(0)  # any class for an unlabelled row: the row is deselected below
+    nt_s, nt_t = non_target(p_s, known), non_target(p_t, known)
+    selected = (kendall_tau(nt_t.detach(), nt_s.detach()) > krc_threshold) & labelled
     mutual = soft_kl(nt_s, nt_t.detach(), t, "none") + soft_kl(nt_t, nt_s.detach(), t, "none")
     # masked_fill, not a product: a product would turn an unselected inf/NaN into NaN
     chosen = mutual.masked_fill(~selected, 0.0)
@@ -158,7 +162,7 @@ class C2KDLoss(nn.Module):
         if (b, c) != (student_feat.shape[0], self.num_classes):
             raise ValueError(f"C2KDLoss: logits {(b, c)} do not match batch {student_feat.shape[0]} and "
                              f"num_classes={self.num_classes} ({shapes})")
-        check_target("C2KDLoss", target, c, b)
+        check_target("C2KDLoss", target, c, b, unlabelled=True)
 
     def proxies(self, student_feat: torch.Tensor, teacher_feat: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """Proxy logits (B, num_classes) in fp32; the teacher feature is detached."""
@@ -172,6 +176,8 @@ class C2KDLoss(nn.Module):
                 teacher_logits: torch.Tensor | None = None,
                 student_logits: torch.Tensor | None = None) -> torch.Tensor:
         self._check(student_feat, teacher_feat, target, teacher_logits, student_logits)
+        if student_feat.shape[0] == 0:  # BatchNorm cannot run on no samples
+            return empty_loss(student_feat) + empty_loss(student_logits)
         p_s, p_t = self.proxies(student_feat, teacher_feat)
         loss, _ = c2kd_objective(p_s, p_t, student_logits, teacher_logits, target, self.temperature,
                                  self.krc_threshold)

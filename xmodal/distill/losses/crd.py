@@ -36,7 +36,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from xmodal.distill.losses.checks import check_temperature
+from xmodal.distill.losses.checks import check_temperature, empty_loss
 from xmodal.registry import MODELS
 
 EPS = 1e-7  # the official criterion's eps in the NCE denominators
@@ -103,9 +103,8 @@ class CRDLoss(nn.Module):
         if student_feat.dim() < 2 or teacher_feat.dim() < 2 or student_feat.shape[0] != teacher_feat.shape[0]:
             raise ValueError(f"CRDLoss: expected (batch, ...) features with the same batch, got {shapes}")
         b = student_feat.shape[0]
-        if b < 1:
-            raise ValueError(f"CRDLoss: empty batch ({shapes})")
-        widths = (student_feat[0].numel(), teacher_feat[0].numel())
+        widths = (student_feat[0].numel() if b else student_feat.shape[1:].numel(),
+                  teacher_feat[0].numel() if b else teacher_feat.shape[1:].numel())
         if widths != (self.student_dim, self.teacher_dim):
             raise ValueError(f"CRDLoss: flattened feature widths (student {widths[0]}, teacher {widths[1]}) differ "
                              f"from student_dim={self.student_dim}, teacher_dim={self.teacher_dim} ({shapes})")
@@ -117,6 +116,8 @@ class CRDLoss(nn.Module):
                                  f"{x.dtype if isinstance(x, torch.Tensor) else type(x).__name__}")
             if tuple(x.shape) != shape:
                 raise ValueError(f"CRDLoss: {name} shape {tuple(x.shape)}, expected {shape} ({shapes})")
+            if x.numel() == 0:
+                continue
             low, high = int(x.min()), int(x.max())
             if low < 0 or high >= self.num_data:
                 raise ValueError(f"CRDLoss: {name} values must lie in [0, {self.num_data - 1}] "
@@ -153,6 +154,8 @@ class CRDLoss(nn.Module):
     def forward(self, student_feat: torch.Tensor, teacher_feat: torch.Tensor, index: torch.Tensor,
                 negatives: torch.Tensor | None = None) -> torch.Tensor:
         self._check(student_feat, teacher_feat, index, negatives)
+        if student_feat.shape[0] == 0:  # nothing to contrast, and nothing to write to the memory banks
+            return empty_loss(student_feat)
         device = self.memory_student.device
         index = index.to(device=device, dtype=torch.long)
         negatives = self.sample_negatives(index) if negatives is None else negatives.to(device, torch.long)

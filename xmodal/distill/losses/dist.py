@@ -24,7 +24,7 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from xmodal.distill.losses.checks import check_logit_pair, check_temperature
+from xmodal.distill.losses.checks import check_logit_pair, check_temperature, empty_loss
 from xmodal.registry import MODELS
 
 
@@ -49,9 +49,10 @@ class DISTLoss(nn.Module):
     def forward(self, student_logits: torch.Tensor, teacher_logits: torch.Tensor,
                 target: torch.Tensor | None = None) -> torch.Tensor:
         check_logit_pair("DISTLoss", student_logits, teacher_logits)
-        if student_logits.shape[0] < 1 or student_logits.shape[1] < 2:
-            raise ValueError(f"DISTLoss: needs at least 1 sample and 2 classes, got shape "
-                             f"{tuple(student_logits.shape)}")
+        if student_logits.shape[1] < 2:
+            raise ValueError(f"DISTLoss: needs at least 2 classes, got shape {tuple(student_logits.shape)}")
+        if student_logits.shape[0] == 0:
+            return empty_loss(student_logits)
         y_s = torch.softmax(student_logits.float() / self.tau, dim=1)
         y_t = torch.softmax(teacher_logits.detach().float() / self.tau, dim=1)
         inter = 1 - pearson_rows(y_s, y_t, self.eps).mean()

@@ -16,7 +16,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from xmodal.distill.losses.checks import check_logit_pair, check_target, check_temperature
+from xmodal.distill.losses.checks import check_logit_pair, check_target, check_temperature, empty_loss
+from xmodal.models.base import UNLABELLED
 from xmodal.registry import MODELS
 
 
@@ -44,9 +45,17 @@ class DKDLoss(nn.Module):
     def forward(self, student_logits: torch.Tensor, teacher_logits: torch.Tensor,
                 target: torch.Tensor | None = None) -> torch.Tensor:
         check_logit_pair("DKDLoss", student_logits, teacher_logits)
-        check_target("DKDLoss", target, student_logits.shape[1], student_logits.shape[0])
+        check_target("DKDLoss", target, student_logits.shape[1], student_logits.shape[0], unlabelled=True)
         if student_logits.shape[1] < 2:
             raise ValueError("DKDLoss: needs at least 2 classes")
+        # both parts split the classes at the label: an unlabelled row (-1) has nothing to split, so only
+        # labelled rows count, and the mean is over them
+        labelled = target != UNLABELLED
+        if not bool(labelled.all()):
+            student_logits, teacher_logits = student_logits[labelled], teacher_logits[labelled]
+            target = target[labelled]
+        if student_logits.shape[0] == 0:
+            return empty_loss(student_logits)
         t = self.temperature
         s_bin, s_rest = _split(student_logits, target, t)
         t_bin, t_rest = _split(teacher_logits.detach(), target, t)

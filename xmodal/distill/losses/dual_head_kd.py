@@ -24,7 +24,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from xmodal.distill.losses.checks import check_logit_pair, check_temperature
+from xmodal.distill.losses.checks import check_logit_pair, check_temperature, empty_loss
 from xmodal.registry import MODELS
 
 
@@ -36,6 +36,8 @@ class DualHeadKDLoss(nn.Module):
 
     def forward(self, student_logits: torch.Tensor, teacher_logits: torch.Tensor) -> torch.Tensor:
         check_logit_pair("DualHeadKDLoss", student_logits, teacher_logits)
+        if student_logits.shape[0] == 0:
+            return empty_loss(student_logits)
         t = self.temperature
         x = (student_logits.float() - teacher_logits.detach().float()) / t
         per_logit = 0.5 * (F.softplus(x) + F.softplus(-x)) - math.log(2.0)

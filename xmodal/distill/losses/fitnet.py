@@ -11,6 +11,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from xmodal.distill.losses.checks import empty_loss
 from xmodal.registry import MODELS
 
 
@@ -22,4 +23,6 @@ class FitNetLoss(nn.Module):
             raise ValueError(f"FitNetLoss: student feature {tuple(student_feat.shape)} and teacher feature "
                              f"{tuple(teacher_feat.shape)} differ; give the loss term a connector "
                              f"(e.g. dict(type='LinearConnector', in_dim=..., out_dim=...))")
+        if student_feat.numel() == 0:
+            return empty_loss(student_feat)
         return F.mse_loss(student_feat.float(), teacher_feat.detach().float())

@@ -7,7 +7,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from xmodal.distill.losses.checks import check_logit_pair, check_temperature
+from xmodal.distill.losses.checks import check_logit_pair, check_temperature, empty_loss
 from xmodal.registry import MODELS
 
 
@@ -38,4 +38,6 @@ class KDLoss(nn.Module):
     def forward(self, student_logits: torch.Tensor, teacher_logits: torch.Tensor,
                 target: torch.Tensor | None = None) -> torch.Tensor:
         check_logit_pair("KDLoss", student_logits, teacher_logits)
+        if student_logits.shape[0] == 0:
+            return empty_loss(student_logits)
         return soft_kl(student_logits, teacher_logits.detach(), self.temperature)

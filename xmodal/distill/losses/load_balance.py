@@ -13,6 +13,7 @@ from __future__ import annotations
 import torch
 from torch import nn
 
+from xmodal.distill.losses.checks import empty_loss
 from xmodal.registry import MODELS
 
 _MODES = ("kl", "cv")
@@ -34,6 +35,8 @@ class LoadBalanceLoss(nn.Module):
         """``gate_probs``: (B, ways), rows summing to 1."""
         if gate_probs.dim() != 2 or gate_probs.shape[1] == 0:
             raise ValueError(f"LoadBalanceLoss: expected (batch, ways) probabilities, got {tuple(gate_probs.shape)}")
+        if gate_probs.shape[0] == 0:
+            return empty_loss(gate_probs)
         probs = gate_probs.float()
         ways = probs.shape[1]
         if self.mode == "kl":

@@ -34,7 +34,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from xmodal.distill.losses.checks import check_temperature
+from xmodal.distill.losses.checks import check_temperature, empty_loss
 from xmodal.registry import MODELS
 
 WEIGHTINGS = ("entropy", "confidence", "uniform")
@@ -87,7 +87,7 @@ class MADLoss(nn.Module):
             raise ValueError(f"MADLoss: expected (batch, ...) features with the same batch, got {shapes}")
         b = student_feat.shape[0]
         if b < 1:
-            raise ValueError(f"MADLoss: empty batch ({shapes})")
+            return empty_loss(student_feat)
         if self.weighting != "uniform":
             if teacher_logits is None:
                 raise ValueError(f"MADLoss: weighting={self.weighting!r} needs the teacher's logits: "

@@ -17,14 +17,17 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from xmodal.distill.losses.checks import check_logit_pair, check_target, check_temperature
+from xmodal.distill.losses.checks import check_logit_pair, check_target, check_temperature, empty_loss
+from xmodal.models.base import UNLABELLED
 from xmodal.registry import MODELS
 
 
 def teacher_ranking(teacher_logits: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
-    """(B, C) class indices: the label first, then the rest by decreasing teacher logit."""
+    """(B, C) class indices: the label first, then the rest by decreasing teacher logit. An unlabelled
+    row (target −1) is ranked by the teacher's logits alone."""
     key = teacher_logits.detach().float().clone()
-    key.scatter_(1, target.view(-1, 1), float("inf"))
+    labelled = target != UNLABELLED
+    key[labelled] = key[labelled].scatter(1, target[labelled].view(-1, 1), float("inf"))
     return key.argsort(dim=1, descending=True, stable=True)
 
 
@@ -42,7 +45,9 @@ class PLDLoss(nn.Module):
     def forward(self, student_logits: torch.Tensor, teacher_logits: torch.Tensor,
                 target: torch.Tensor | None = None) -> torch.Tensor:
         check_logit_pair("PLDLoss", student_logits, teacher_logits)
-        check_target("PLDLoss", target, student_logits.shape[1], student_logits.shape[0])
+        check_target("PLDLoss", target, student_logits.shape[1], student_logits.shape[0], unlabelled=True)
+        if student_logits.shape[0] == 0:
+            return empty_loss(student_logits)
         order = teacher_ranking(teacher_logits, target)
         s = student_logits.float().gather(1, order)
         weights = torch.softmax(teacher_logits.detach().float() / self.tau, dim=1).gather(1, order)

@@ -18,6 +18,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from xmodal.distill.losses.checks import empty_loss
 from xmodal.registry import MODELS
 
 
@@ -53,9 +54,11 @@ class RKDLoss(nn.Module):
         if student_feat.dim() < 2 or teacher_feat.dim() < 2:
             raise ValueError(f"RKDLoss: expected (batch, features...) tensors, got student "
                              f"{tuple(student_feat.shape)} and teacher {tuple(teacher_feat.shape)}")
-        if student_feat.shape[0] != teacher_feat.shape[0] or student_feat.shape[0] < 2:
-            raise ValueError(f"RKDLoss: needs the same batch of at least 2 samples, got student "
+        if student_feat.shape[0] != teacher_feat.shape[0]:
+            raise ValueError(f"RKDLoss: needs the same batch in both, got student "
                              f"{tuple(student_feat.shape)} and teacher {tuple(teacher_feat.shape)}")
+        if student_feat.shape[0] < 2:  # no pair of samples: no relation to transfer
+            return empty_loss(student_feat)
         s = student_feat.flatten(1).float()
         t = teacher_feat.detach().flatten(1).float()
         loss = s.new_zeros(())

@@ -33,7 +33,7 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from xmodal.distill.losses.checks import check_logit_pair, check_temperature
+from xmodal.distill.losses.checks import check_logit_pair, check_temperature, empty_loss
 from xmodal.registry import MODELS
 
 
@@ -64,7 +64,7 @@ class SinKDLoss(nn.Module):
                 target: torch.Tensor | None = None) -> torch.Tensor:
         check_logit_pair("SinKDLoss", student_logits, teacher_logits)
         if student_logits.shape[0] == 0:
-            raise ValueError(f"SinKDLoss: needs at least one sample, got shape {tuple(student_logits.shape)}")
+            return empty_loss(student_logits)
         p_student = torch.softmax(student_logits.float() / self.temperature, dim=1)
         p_teacher = torch.softmax(teacher_logits.detach().float() / self.temperature, dim=1)
         cost = torch.cdist(p_student, p_teacher, p=1)

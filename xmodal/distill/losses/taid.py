@@ -26,7 +26,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from xmodal.distill.losses.checks import check_logit_pair
+from xmodal.distill.losses.checks import check_logit_pair, empty_loss
 from xmodal.registry import MODELS
 
 
@@ -49,6 +49,8 @@ class TAIDLoss(nn.Module):
     def forward(self, student_logits: torch.Tensor, teacher_logits: torch.Tensor,
                 target: torch.Tensor | None = None) -> torch.Tensor:
         check_logit_pair("TAIDLoss", student_logits, teacher_logits)
+        if student_logits.shape[0] == 0:
+            return empty_loss(student_logits)  # last_cross_entropy keeps the last real batch's value
         s = student_logits.float()
         t = self.t.float()
         mixed = (1 - t) * s.detach() + t * teacher_logits.detach().float()

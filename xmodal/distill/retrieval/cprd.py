@@ -19,6 +19,7 @@ from __future__ import annotations
 import torch
 from torch import nn
 
+from xmodal.distill.losses.checks import empty_loss
 from xmodal.distill.losses.pld import suffix_logsumexp
 from xmodal.registry import MODELS
 
@@ -41,6 +42,8 @@ class CPRDLoss(nn.Module):
     def forward(self, student_scores: torch.Tensor, teacher_scores: torch.Tensor) -> torch.Tensor:
         """Scores (Q, 1 + K) of each query's positive (column 0) and mined negatives."""
         check_candidate_scores("CPRDLoss", student_scores, teacher_scores)
+        if student_scores.shape[0] == 0:
+            return empty_loss(student_scores)
         s, t = student_scores.float() / self.tau, teacher_scores.detach().float()
         order = t[:, 1:].argsort(dim=1, descending=True, stable=True) + 1
         if self.include_positive:

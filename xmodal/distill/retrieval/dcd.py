@@ -22,6 +22,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from xmodal.distill.losses.checks import empty_loss
 from xmodal.distill.retrieval.cprd import check_candidate_scores
 from xmodal.registry import MODELS
 
@@ -58,6 +59,8 @@ class DCDLoss(nn.Module):
 
     def forward(self, student_scores: torch.Tensor, teacher_scores: torch.Tensor) -> torch.Tensor:
         check_candidate_scores("DCDLoss", student_scores, teacher_scores)
+        if student_scores.shape[0] == 0:
+            return empty_loss(student_scores)
         s, t = keep_teacher_hardest(student_scores.float(), teacher_scores.detach().float(), self.keep)
         temp = self.temperature
         mse = F.mse_loss(s / temp, t / temp) * temp * temp

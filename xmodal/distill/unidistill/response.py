@@ -8,7 +8,7 @@ import torch
 from torch import nn
 
 from xmodal.distill.losses.checks import check_temperature
-from xmodal.distill.unidistill.keypoints import check_boxes, check_map
+from xmodal.distill.unidistill.keypoints import check_boxes, check_map, zero_with_graph
 from xmodal.distill.unidistill.pseudo_boxes import check_pseudo, keypoint_boxes
 from xmodal.models.bev.grid import NUSCENES_BEV_RANGE, BEVGrid, gaussian_mask, gaussian_radius
 from xmodal.registry import MODELS
@@ -62,6 +62,9 @@ class UniDistillResponseLoss(nn.Module):
         if (student_regression is None) != (teacher_regression is None):
             raise ValueError(f"{name}: give both student_regression and teacher_regression, or neither")
         boxes = check_boxes(name, gt_boxes, hs.shape[0])
+        if hs.shape[0] == 0:
+            self.last_terms, self.last_skipped_boxes = {}, 0
+            return zero_with_graph(hs)
         teacher_reg = None if teacher_regression is None else _channels(name, "teacher_regression", teacher_regression)
         boxes = keypoint_boxes(name, boxes, labelled, ht, teacher_reg, self.grid, self.pseudo_score,
                                self.pseudo_nms_radius)
