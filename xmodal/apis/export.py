@@ -41,6 +41,7 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import dataclasses
 import json
 import os
 import sys
@@ -60,6 +61,7 @@ from xmodal.apis.export_onnx import LARGE_MODEL_BYTES, ExportError, Graph, expor
 from xmodal.apis.export_parity import parity_or_skip
 from xmodal.apis.stages import is_staged, stage_dir, test_config
 from xmodal.engine.checkpoint import load_weights, resolve_checkpoint, save_checkpoint_file
+from xmodal.models.base import TaskModel
 from xmodal.registry import DATASETS, MODELS
 
 NUM_SAMPLES = 4  # example batch for the export and the parity check
@@ -144,60 +146,21 @@ def random_batch(shapes: dict[str, tuple[int, ...]], count: int = 2) -> dict:
     return {name: torch.randn((count, *shape), generator=generator) for name, shape in shapes.items()}
 
 
-# -- what goes into the ONNX graphs -----------------------------------------------------------------------------
-class ModalityInputs(nn.Module):
-    """Positional tensors named after the modalities in, the model's chosen outputs out."""
-
-    def __init__(self, model: nn.Module, inputs: list[str], outputs: list[str]) -> None:
-        super().__init__()
-        self.model, self.inputs, self.outputs = model, list(inputs), list(outputs)
-
-    def forward(self, *tensors: torch.Tensor) -> tuple[torch.Tensor, ...]:
-        out = self.model(mode="tensor", **dict(zip(self.inputs, tensors)))
-        return tuple(out[k] for k in self.outputs)
-
-
-class ImageTower(nn.Module):
-    def __init__(self, model: nn.Module) -> None:
-        super().__init__()
-        self.model = model
-
-    def forward(self, image: torch.Tensor) -> torch.Tensor:
-        return self.model.encode_image(image)
-
-
-class TextTower(nn.Module):
-    """Token ids in (the tokenizer runs outside the graph), L2-normalised text embedding out."""
-
-    def __init__(self, model: nn.Module) -> None:
-        super().__init__()
-        self.model = model
-
-    def forward(self, text: torch.Tensor) -> torch.Tensor:
-        return torch.nn.functional.normalize(self.model.clip.encode_text(text).float(), dim=-1)
-
-
-def _is_dual_encoder(model: nn.Module) -> bool:
-    return all(hasattr(model, a) for a in ("encode_image", "tokenize", "clip"))
-
-
+# -- what goes into the ONNX graphs: each task model says (TaskModel.export_graphs) ---------------------------
 def input_names(model: nn.Module) -> list[str]:
     """What an example batch must provide for the student's graphs."""
-    if _is_dual_encoder(model):
-        return ["image", "text"]
-    modalities = getattr(model, "modalities", None)
-    if isinstance(modalities, list | tuple) and modalities and "logits" in getattr(model, "output_keys", ()):
-        return list(modalities)
-    raise ValueError(
-        f"--onnx: ONNX export of a {type(model).__name__} student is not supported; it covers students fed "
-        f"modality tensors (ModalityClassifier, DualHeadClassifier, FuseNetSegmenter: one input per modality) and "
-        f"DualEncoder (image and text graphs). Write the student-only checkpoint without --onnx.")
+    if not isinstance(model, TaskModel):
+        raise ValueError(f"--onnx: ONNX export of a {type(model).__name__} student is not supported; it covers "
+                         f"xmodal task models (ModalityClassifier, DualHeadClassifier, FuseNetSegmenter: one input "
+                         f"per modality; DualEncoder: image and text graphs). Write the student-only checkpoint "
+                         f"without --onnx.")
+    return model.export_inputs()
 
 
 def graph_suffixes(model: nn.Module) -> list[str]:
     """One graph per student, two (image and text tower) for a dual encoder."""
     input_names(model)  # refuses unsupported students
-    return [".image", ".text"] if _is_dual_encoder(model) else [""]
+    return model.export_suffixes()
 
 
 def graphs(model: nn.Module, batch: dict, meta: dict) -> list[Graph]:
@@ -208,22 +171,9 @@ def graphs(model: nn.Module, batch: dict, meta: dict) -> list[Graph]:
         raise ValueError(f"--onnx: the example batch has no {missing} (it has {sorted(batch)}); the student reads "
                          f"{names}: give --input-shape for each")
     common = {"xmodal.model": type(model).__name__}
-    if _is_dual_encoder(model):
-        tokens = model.tokenize(list(batch["text"]))
-        info = {**common, "xmodal.open_clip_model": model.model_name, "xmodal.context_length": str(tokens.shape[1]),
-                "xmodal.logit_scale": f"{float(model.logit_scale.detach()):.6g}"}
-        return [Graph(".image", ImageTower(model), {"image": batch["image"].float()}, ["image_embedding"], info),
-                Graph(".text", TextTower(model), {"text": tokens}, ["text_embedding"], info)]
-    example = {n: batch[n] for n in names}
-    bad = [n for n, v in example.items() if not isinstance(v, torch.Tensor)]
-    if bad:
-        raise ValueError(f"--onnx: batch fields {bad} are not tensors; the ONNX graph takes one tensor per modality")
-    with torch.no_grad():
-        produced = model(mode="tensor", **example)
-    outputs = [k for k in ("logits", "embedding") if isinstance(produced.get(k), torch.Tensor)]
     if meta.get("classes"):
         common["xmodal.classes"] = json.dumps(list(meta["classes"]))
-    return [Graph("", ModalityInputs(model, names, outputs), example, outputs, common)]
+    return [dataclasses.replace(g, metadata={**common, **g.metadata}) for g in model.export_graphs(batch)]
 
 
 # -- export ------------------------------------------------------------------------------------------------------

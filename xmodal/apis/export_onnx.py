@@ -4,12 +4,12 @@ exporter. What goes into the graphs is decided in :mod:`xmodal.apis.export`."""
 
 from __future__ import annotations
 
-import dataclasses
 import inspect
 from pathlib import Path
 
 import torch
-from torch import nn
+
+from xmodal.models.base import ExportGraph
 
 LARGE_MODEL_BYTES = 1 << 30  # above this, weights go to an external ``.onnx.data`` file (protobuf's 2 GB limit)
 
@@ -21,15 +21,7 @@ class ExportError(RuntimeError):
 # -- the student -------------------------------------------------------------------------------------------
 
 
-@dataclasses.dataclass
-class Graph:
-    """One ONNX file: the module to trace, its example inputs (name → tensor), output names, metadata."""
-
-    suffix: str
-    module: nn.Module
-    inputs: dict[str, torch.Tensor]
-    outputs: list[str]
-    metadata: dict[str, str] = dataclasses.field(default_factory=dict)
+Graph = ExportGraph  # one ONNX file: module, example inputs, output names, metadata
 
 
 def onnx_paths(onnx: Path, parts: list[str]) -> list[Path]:

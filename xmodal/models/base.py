@@ -16,10 +16,12 @@ per-sample prediction records. The base class owns what is the same for all of t
 
 from __future__ import annotations
 
+import dataclasses
 from collections.abc import Mapping, Sequence
 
 import torch
 from mmengine.model import BaseModel
+from torch import nn
 
 UNLABELLED = -1  # label value of an unlabelled sample (and of every pixel of an unlabelled label map)
 
@@ -66,6 +68,31 @@ def zero_like_outputs(outputs: Mapping) -> torch.Tensor:
     return zero if zero is not None else torch.zeros(())
 
 
+@dataclasses.dataclass
+class ExportGraph:
+    """One ONNX graph of a model: the module to trace, its example inputs (name → tensor), output names and
+    metadata. ``suffix`` names the file (``student<suffix>.onnx``)."""
+
+    suffix: str
+    module: nn.Module
+    inputs: dict[str, torch.Tensor]
+    outputs: list[str]
+    metadata: dict[str, str] = dataclasses.field(default_factory=dict)
+
+
+class ModalityInputs(nn.Module):
+    """Positional tensors named after the modalities in, the model's chosen outputs out (what a traced graph
+    needs: no dict input, no mode switch)."""
+
+    def __init__(self, model: nn.Module, inputs: list[str], outputs: list[str]) -> None:
+        super().__init__()
+        self.model, self.inputs, self.outputs = model, list(inputs), list(outputs)
+
+    def forward(self, *tensors: torch.Tensor) -> tuple[torch.Tensor, ...]:
+        out = self.model(mode="tensor", **dict(zip(self.inputs, tensors)))
+        return tuple(out[k] for k in self.outputs)
+
+
 class TaskModel(BaseModel):
     """Base of every xmodal task model.
 
@@ -110,6 +137,33 @@ class TaskModel(BaseModel):
             return {name: zero for name in self.task_loss_names}
         size = len(keep)
         return self.supervised_loss(select_samples(outputs, keep, size), select_samples(batch, keep, size))
+
+    # -- ONNX export (tools/export.py) -------------------------------------------------------------
+    def export_inputs(self) -> list[str]:
+        """The batch fields the exported graphs read: by default one tensor per modality, for a model with
+        ``logits``; a model that cannot be traced raises a ValueError saying so."""
+        if not self.modalities or "logits" not in self.output_keys:
+            raise ValueError(f"--onnx: ONNX export of a {type(self).__name__} is not supported; write the "
+                             f"student-only checkpoint without --onnx")
+        return list(self.modalities)
+
+    def export_suffixes(self) -> list[str]:
+        """One ``suffix`` per graph :meth:`export_graphs` returns (known before any example batch exists)."""
+        return [""]
+
+    def export_graphs(self, batch: Mapping) -> list[ExportGraph]:
+        """The graphs of an ONNX export with example inputs from ``batch``: one graph, modality tensors in,
+        ``logits`` (and ``embedding``) out."""
+        names = self.export_inputs()
+        example = {n: batch[n] for n in names}
+        bad = [n for n, v in example.items() if not isinstance(v, torch.Tensor)]
+        if bad:
+            raise ValueError(f"--onnx: batch fields {bad} are not tensors; the ONNX graph takes one tensor per "
+                             f"modality")
+        with torch.no_grad():
+            produced = self(mode="tensor", **example)
+        outputs = [k for k in ("logits", "embedding") if isinstance(produced.get(k), torch.Tensor)]
+        return [ExportGraph("", ModalityInputs(self, names, outputs), example, outputs)]
 
     def forward(self, batch: Mapping | None = None, mode: str = "tensor", **inputs):
         if batch is not None:

@@ -20,7 +20,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from xmodal.models.base import TaskModel
+from xmodal.models.base import ExportGraph, TaskModel
 from xmodal.registry import MODELS
 
 open_clip.add_model_config(Path(__file__).parent / "open_clip_configs")
@@ -61,6 +61,28 @@ class ImageNormalise(nn.Module):
             image = F.interpolate(image.float(), size=(self.size, self.size), mode="bilinear", antialias=True,
                                   align_corners=False)
         return (image.float() - self.mean) / self.std
+
+
+class ImageTower(nn.Module):
+    """Images in, L2-normalised image embeddings out: the image graph of an ONNX export."""
+
+    def __init__(self, model: DualEncoder) -> None:
+        super().__init__()
+        self.model = model
+
+    def forward(self, image: torch.Tensor) -> torch.Tensor:
+        return self.model.encode_image(image)
+
+
+class TextTower(nn.Module):
+    """Token ids in (the tokenizer runs outside the graph), L2-normalised text embeddings out."""
+
+    def __init__(self, model: DualEncoder) -> None:
+        super().__init__()
+        self.model = model
+
+    def forward(self, text: torch.Tensor) -> torch.Tensor:
+        return F.normalize(self.model.clip.encode_text(text).float(), dim=-1)
 
 
 @MODELS.register_module()
@@ -134,3 +156,17 @@ class DualEncoder(TaskModel):
                 record["text_index"] = int(index[i])
             records.append(record)
         return records
+
+    # -- ONNX export: two towers, so a gallery can be embedded without the text side and vice versa ---------
+    def export_inputs(self) -> list[str]:
+        return ["image", "text"]
+
+    def export_suffixes(self) -> list[str]:
+        return [".image", ".text"]
+
+    def export_graphs(self, batch: dict) -> list[ExportGraph]:
+        tokens = self.tokenize(list(batch["text"]))
+        info = {"xmodal.open_clip_model": self.model_name, "xmodal.context_length": str(tokens.shape[1]),
+                "xmodal.logit_scale": f"{float(self.logit_scale.detach()):.6g}"}
+        return [ExportGraph(".image", ImageTower(self), {"image": batch["image"].float()}, ["image_embedding"], info),
+                ExportGraph(".text", TextTower(self), {"text": tokens}, ["text_embedding"], info)]
