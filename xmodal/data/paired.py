@@ -53,6 +53,19 @@ def read_json(path: Path) -> dict:
     return data
 
 
+def read_task_meta(data_root: Path, allow_outside_root: bool, required: tuple[str, ...], task: str,
+                   reader: str) -> tuple[Path, dict]:
+    """``meta.json`` of a dataset of ``task``, with its ``required`` keys, as ``reader`` expects it."""
+    path = inside_root(data_root, data_root / "meta.json", "file", allow_outside_root)
+    meta = read_json(path)
+    for key in required:
+        if key not in meta:
+            raise DatasetFormatError(path, key, "required key missing")
+    if meta["task"] != task:
+        raise DatasetFormatError(path, "task", f"got {meta['task']!r}; {reader}")
+    return path, meta
+
+
 def _open_array(path: Path, field: str) -> np.ndarray:
     if not path.is_file():
         raise DatasetFormatError(path, field, "file missing")

@@ -26,7 +26,7 @@ import torch
 from torch.utils.data import Dataset
 
 from xmodal.data.manifest import file_identity, inside_root, is_relative, parse_lines, place
-from xmodal.data.paired import read_json
+from xmodal.data.paired import read_json, read_task_meta
 from xmodal.data.splits import split_problems
 from xmodal.data.writer import DatasetStream, sha256_of
 from xmodal.errors import DatasetFormatError
@@ -223,14 +223,8 @@ class RetrievalDataset(Dataset):
 
     # -- validation, one concern per method -------------------------------------------------
     def _read_meta(self) -> dict:
-        path = inside_root(self.data_root, self.data_root / "meta.json", "file", self.allow_outside_root)
-        meta = read_json(path)
-        for key in ("name", "task", "counts"):
-            if key not in meta:
-                raise DatasetFormatError(path, key, "required key missing")
-        if meta["task"] != "retrieval":
-            raise DatasetFormatError(path, "task", f"got {meta['task']!r}; RetrievalDataset reads 'retrieval' "
-                                     "datasets (use PairedDataset for the others)")
+        path, meta = read_task_meta(self.data_root, self.allow_outside_root, ("name", "task", "counts"), "retrieval",
+                                    "RetrievalDataset reads 'retrieval' datasets (use PairedDataset for the others)")
         counts = meta["counts"]
         if not isinstance(counts, dict) or not all(_is_int(counts.get(k)) for k in ("image", "text")):
             raise DatasetFormatError(path, "counts", f"got {counts!r}; expected {{'image': N, 'text': M}}")

@@ -11,15 +11,13 @@ from __future__ import annotations
 
 import argparse
 import io
-import json
-import logging
 from pathlib import Path
 
 import numpy as np
 import torch
 
 from xmodal.apis.config import load_config, set_max_epochs
-from xmodal.apis.demo.common import CONFIG_DIR, DemoRun, mean_and_std, needed, quiet, run_all, train_best_and_test
+from xmodal.apis.demo.common import CONFIG_DIR, DemoRun, mean_and_std, quiet, run_suite, train_best_and_test
 from xmodal.engine.checkpoint import atomic_write_bytes
 from xmodal.engine.unwrap import unwrap
 
@@ -135,22 +133,13 @@ def print_table(console, rows: list[dict]) -> None:
 def run_demo(args: argparse.Namespace, console) -> dict:
     from xmodal.data.synthetic_scenes import build_synthetic_scenes
 
-    runs = needed(args.methods, RUNS)  # a bad --methods fails before anything is written
-    epochs = args.epochs or (1 if args.quick else 12)
-    out = Path(args.out if args.out != "work_dirs/demo" else "work_dirs/demo_bev")
-    out.mkdir(parents=True, exist_ok=True)
-    logging.getLogger("mmengine").setLevel(logging.ERROR)
-    with console.status("synthetic-scenes: rendering the dataset (first run only; cached afterwards)..."):
-        root = build_synthetic_scenes()
-    console.print(f"synthetic-scenes (synthetic) at {root}")
-    results = run_all(runs, args.seeds, out, console,
-                      lambda run, seed_out, seed, dirs: _config(run, seed_out, seed, epochs, dirs), train_and_test)
+    suite = run_suite(args, console, RUNS, "synthetic-scenes (synthetic)", build_synthetic_scenes, "work_dirs/demo_bev",
+                      (12, 1), _config, train_and_test)
+    out, results = suite.out, suite.results
     rows = aggregate(results)
     first_seed = [r for r in results if r["seed"] == results[0]["seed"]]
     plot_scenes(first_seed, out / "bev_scene.png")
-    summary = {"dataset": "synthetic-scenes (synthetic)", "data_root": str(root), "seeds": args.seeds,
-               "epochs": epochs, "quick": args.quick, "aggregate": rows, "results": results}
-    atomic_write_bytes(json.dumps(summary, indent=1).encode(), out / "summary.json")
+    summary = suite.write_summary(args, rows)
     print_table(console, rows)
     console.print(f"wrote {out / 'summary.json'} and {out / 'bev_scene.png'}")
     return summary

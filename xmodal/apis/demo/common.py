@@ -4,6 +4,8 @@ one config to its best checkpoint, the seed loop with progress bars, and mean ±
 from __future__ import annotations
 
 import dataclasses
+import json
+import logging
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -137,3 +139,38 @@ def paired_gain(results: list[dict], key: str, baseline: str, group: tuple[str, 
             half = float(stats.t.ppf(0.975, len(values) - 1) * values.std(ddof=1) / np.sqrt(len(values)))
         out[ident] = {"gain_mean": float(values.mean()), "gain_ci95": half, "n": len(values)}
     return out
+
+
+@dataclasses.dataclass
+class SuiteRun:
+    dataset: str
+    out: Path
+    data_root: Path
+    epochs: int
+    results: list[dict]
+
+    def write_summary(self, args, rows: list[dict]) -> dict:
+        """``summary.json`` in the output directory: the settings, the aggregated rows and every run."""
+        from xmodal.engine.checkpoint import atomic_write_bytes
+
+        summary = {"dataset": self.dataset, "data_root": str(self.data_root), "seeds": args.seeds,
+                   "epochs": self.epochs, "quick": args.quick, "aggregate": rows, "results": self.results}
+        atomic_write_bytes(json.dumps(summary, indent=1).encode(), self.out / "summary.json")
+        return summary
+
+
+def run_suite(args, console, runs: list[DemoRun], dataset: str, build: Callable[[], Path], default_out: str,
+              epochs: tuple[int, int], make_config: Callable, train: Callable) -> SuiteRun:
+    """What a one-regime suite does: pick the rows (``--methods``), build its embedded data set, train every
+    row for every seed. ``epochs``: (full, ``--quick``) defaults."""
+    runs = needed(args.methods, runs)  # a bad --methods fails before anything is written
+    n_epochs = args.epochs or (epochs[1] if args.quick else epochs[0])
+    out = Path(args.out if args.out != "work_dirs/demo" else default_out)
+    out.mkdir(parents=True, exist_ok=True)
+    logging.getLogger("mmengine").setLevel(logging.ERROR)
+    with console.status(f"{dataset}: rendering the dataset (first run only; cached afterwards)..."):
+        root = build()
+    console.print(f"{dataset} at {root}")
+    results = run_all(runs, args.seeds, out, console,
+                      lambda run, seed_out, seed, dirs: make_config(run, seed_out, seed, n_epochs, dirs), train)
+    return SuiteRun(dataset, out, root, n_epochs, results)

@@ -9,13 +9,10 @@ validation split's mean recall, the reported numbers are from the test split.
 from __future__ import annotations
 
 import argparse
-import json
-import logging
 from pathlib import Path
 
 from xmodal.apis.config import load_config, set_max_epochs
-from xmodal.apis.demo.common import CONFIG_DIR, DemoRun, mean_and_std, needed, quiet, run_all, train_best_and_test
-from xmodal.engine.checkpoint import atomic_write_bytes
+from xmodal.apis.demo.common import CONFIG_DIR, DemoRun, mean_and_std, quiet, run_suite, train_best_and_test
 
 RUNS = [
     DemoRun("teacher_base_clip", "retrieval/teacher_shapes.py", ["image", "text"]),
@@ -69,20 +66,11 @@ def print_table(console, rows: list[dict]) -> None:
 def run_demo(args: argparse.Namespace, console) -> dict:
     from xmodal.data.shapes_captions import build_shapes_captions
 
-    runs = needed(args.methods, RUNS)  # a bad --methods fails before anything is written
-    epochs = args.epochs or (2 if args.quick else 20)
-    out = Path(args.out if args.out != "work_dirs/demo" else "work_dirs/demo_retrieval")
-    out.mkdir(parents=True, exist_ok=True)
-    logging.getLogger("mmengine").setLevel(logging.ERROR)
-    with console.status("shapes-captions: rendering the dataset (first run only; cached afterwards)..."):
-        root = build_shapes_captions()
-    console.print(f"shapes-captions (synthetic) at {root}")
-    results = run_all(runs, args.seeds, out, console,
-                      lambda run, seed_out, seed, dirs: _config(run, seed_out, seed, epochs, dirs), train_and_test)
+    suite = run_suite(args, console, RUNS, "shapes-captions (synthetic)", build_shapes_captions,
+                      "work_dirs/demo_retrieval", (20, 2), _config, train_and_test)
+    out, results = suite.out, suite.results
     rows = aggregate(results)
-    summary = {"dataset": "shapes-captions (synthetic)", "data_root": str(root), "seeds": args.seeds,
-               "epochs": epochs, "quick": args.quick, "aggregate": rows, "results": results}
-    atomic_write_bytes(json.dumps(summary, indent=1).encode(), out / "summary.json")
+    summary = suite.write_summary(args, rows)
     print_table(console, rows)
     console.print(f"wrote {out / 'summary.json'}")
     return summary

@@ -23,7 +23,7 @@ from xmodal.data.detection.format import (
 )
 from xmodal.data.labelled import budget_mask, labelled_record, parse_budget, parse_subset, subset_positions
 from xmodal.data.manifest import file_identity, inside_root, parse_lines
-from xmodal.data.paired import read_json
+from xmodal.data.paired import read_json, read_task_meta
 from xmodal.data.splits import split_problems
 from xmodal.errors import DatasetFormatError
 from xmodal.registry import DATASETS
@@ -110,14 +110,9 @@ class DetectionDataset(Dataset):
 
     # -- validation, one concern per method -------------------------------------------------
     def _read_meta(self) -> dict:
-        path = inside_root(self.data_root, self.data_root / "meta.json", "file", self.allow_outside_root)
-        meta = read_json(path)
-        for key in ("name", "task", "classes", "counts", "point_dims", "cameras"):
-            if key not in meta:
-                raise DatasetFormatError(path, key, "required key missing")
-        if meta["task"] != "detection":
-            raise DatasetFormatError(path, "task", f"got {meta['task']!r}; DetectionDataset reads 'detection' "
-                                     "datasets")
+        path, meta = read_task_meta(self.data_root, self.allow_outside_root,
+                                    ("name", "task", "classes", "counts", "point_dims", "cameras"), "detection",
+                                    "DetectionDataset reads 'detection' datasets")
         classes = meta["classes"]
         if (not isinstance(classes, list) or not classes or not all(isinstance(c, str) and c for c in classes)
                 or len(set(classes)) != len(classes)):
