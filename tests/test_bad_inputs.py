@@ -692,6 +692,15 @@ def c18(ws):
     return lambda: train_api.main([str(ws / "student.py"), "--stage", "2", "--work-dir", str(ws / "work")])
 
 
+@case("C19", CLI, r"error: .*cosine\.py: param_scheduler\[0\]\.end: 10 is past train_cfg\.max_epochs=2; expected "
+                  r"an end <= 2: set train_cfg\.max_epochs alone")
+def c19(ws):
+    _task(ws)
+    (ws / "cosine.py").write_text('_base_ = ["student.py"]\ntrain_cfg = dict(max_epochs=10)\nparam_scheduler = [dict('
+                                  'type="CosineAnnealingLR", by_epoch=True, begin=0, end=10, T_max=10)]\n')
+    return _train(ws, "cosine.py", "train_cfg.max_epochs=2", "param_scheduler.0.eta_min=0.0")
+
+
 # == commands: config and checkpoint paths, --cfg-options ====================================================
 @case("L01", CLI, r"config file not found: .*studnet\.py; did you mean '.*student\.py'\?")
 def l01(ws):
