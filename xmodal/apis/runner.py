@@ -6,6 +6,9 @@ distillers' teacher cache.
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
+import torch
 from mmengine.config import Config
 from mmengine.runner import Runner
 
@@ -34,3 +37,69 @@ def add_default_hooks(runner: Runner, cfg: Config) -> None:
         runner.register_hook(guard)
     if not any(isinstance(hook, LabelBudgetHook) for hook in runner.hooks):
         runner.register_hook(LabelBudgetHook())
+
+
+def _device(model) -> str:
+    try:
+        return str(next(model.parameters()).device)
+    except StopIteration:
+        return "cpu"
+
+
+@torch.no_grad()
+def teacher_val_accuracy(runner: Runner) -> dict[str, float | str]:
+    """Each teacher of a distiller evaluated once on the validation split: its accuracy, or why it has
+    none (no logits, a modality the split does not load). Shows that the teachers loaded right."""
+    model = unwrap(runner.model)
+    if not isinstance(model, BaseDistiller) or runner.val_dataloader is None:
+        return {}
+    results: dict[str, float | str] = {}
+    for name, teacher in model.teachers.items():
+        correct = total = 0
+        for batch in runner.val_dataloader:
+            batch = model.data_preprocessor(batch, False)
+            missing = [m for m in getattr(teacher, "modalities", ()) if m not in batch]
+            if missing:
+                results[name] = f"not measured: the val split does not load {missing}"
+                break
+            logits = teacher(batch, mode="tensor").get("logits")
+            if logits is None or "label" not in batch:
+                results[name] = "not measured: no logits"
+                break
+            labels = batch["label"]
+            keep = labels >= 0
+            correct += int((logits.argmax(-1)[keep] == labels[keep]).sum())
+            total += int(keep.sum())
+        else:
+            results[name] = correct / total if total else "not measured: no labelled val samples"
+    return results
+
+
+def _size(dataloader) -> str:
+    try:
+        return str(len(dataloader.dataset))
+    except (TypeError, AttributeError):
+        return "?"
+
+
+def run_header(config: str) -> Callable[[Runner], list[str]]:
+    """The lines ``tools/train.py`` prints before training: config, work dir, device, data sizes and,
+    for a distiller, each teacher's measured validation accuracy."""
+
+    def header(runner: Runner) -> list[str]:
+        model = unwrap(runner.model)
+        student = model.student if isinstance(model, BaseDistiller) else model
+        modalities = "+".join(getattr(student, "modalities", ()) or ()) or "-"
+        lines = [f"[bold]xmodal train[/bold] {config}",
+                 f"  work dir  {runner.work_dir}  (full log: {runner.log_dir})",
+                 f"  model     {type(model).__name__}, student reads {modalities}; device {_device(model)}",
+                 f"  data      train {_size(runner.train_dataloader)}, val {_size(runner.val_dataloader)} samples"
+                 f" ({type(runner.train_dataloader.dataset).__name__})",
+                 f"  schedule  {runner.max_epochs} epochs x {len(runner.train_dataloader)} iterations"
+                 + (f", resumed at epoch {runner.epoch}" if runner.epoch else "")]
+        for name, accuracy in teacher_val_accuracy(runner).items():
+            shown = f"val accuracy {accuracy:.4f}" if isinstance(accuracy, float) else accuracy
+            lines.append(f"  teacher   {name}: {shown}")
+        return lines
+
+    return header

@@ -9,8 +9,9 @@ from mmengine.runner import Runner
 import xmodal.engine  # noqa: F401  (atomic checkpoint writes, trusted loading)
 from xmodal.apis.config import CfgOptionsAction, config_errors, enable_amp, load_config, require_keys
 from xmodal.apis.errors import cli_errors
-from xmodal.apis.runner import add_default_hooks
+from xmodal.apis.runner import add_default_hooks, run_header
 from xmodal.apis.stages import is_staged, run_stages
+from xmodal.engine.console import ConsoleProgressHook, QuietRunner
 from xmodal.errors import ConfigError
 
 
@@ -25,6 +26,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
                         help="override config keys: key=value ...")
     parser.add_argument("--stage", type=int, help="staged recipes (stages=[...]): run only this stage (1-based)")
     parser.add_argument("--launcher", choices=["none", "pytorch", "slurm", "mpi"], default="none")
+    parser.add_argument("--verbose", action="store_true",
+                        help="print what goes to the log file (environment, config, hooks, every log line) "
+                             "instead of the header, progress bar and one line per validation")
     parser.add_argument("--local-rank", "--local_rank", type=int, default=0)
     return parser.parse_args(argv)
 
@@ -40,9 +44,22 @@ def build_runner(args: argparse.Namespace) -> Runner:
     elif args.resume is not None:
         cfg.resume = True
         cfg.load_from = args.resume
-    runner = Runner.from_cfg(cfg)
+    verbose = getattr(args, "verbose", True)
+    runner = (Runner if verbose else QuietRunner).from_cfg(cfg)
     add_default_hooks(runner, cfg)  # RNG state in checkpoints, non-finite loss guard, teacher cache
+    if not verbose and runner.rank == 0:
+        runner.register_hook(ConsoleProgressHook(run_header(args.config)))
     return runner
+
+
+def train_runner(runner: Runner) -> None:
+    """``runner.train()``; a failure stops the progress display first, so its error is printed last."""
+    try:
+        runner.train()
+    finally:
+        for hook in runner.hooks:
+            if isinstance(hook, ConsoleProgressHook):
+                hook.close()
 
 
 @cli_errors
@@ -58,7 +75,7 @@ def main(argv: list[str] | None = None) -> None:
             return
         if args.stage is not None:
             raise ConfigError(f"--stage: {args.config} has no 'stages' list")
-        build_runner(args).train()
+        train_runner(build_runner(args))
 
 
 if __name__ == "__main__":
