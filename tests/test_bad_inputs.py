@@ -701,6 +701,32 @@ def c19(ws):
     return _train(ws, "cosine.py", "train_cfg.max_epochs=2", "param_scheduler.0.eta_min=0.0")
 
 
+@case("C20", CLI, r"error: .*student\.py: train_dataloader\.dataset\.modalities: 'bb' is not a modality of "
+                  r".*data/meta\.json \(it has \['a', 'b'\]\); did you mean 'b'\?")
+def c20(ws):
+    return _train(_task(ws), "student.py", "train_dataloader.dataset.modalities=[bb]")
+
+
+@case("C21", CLI, r"error: .*own\.py: model\.encoders\.b: an encoder for modality 'b', which .*own/meta\.json does "
+                  r"not have \(it has \['sensor'\]\); an encoder inherited from a _base_ config stays unless the "
+                  r"dict is replaced: encoders=dict\(_delete_=True, \.\.\.\)")
+def c21(ws):
+    # a user's own dataset (one modality, 'sensor') under a config that inherits the b-encoder student
+    _task(ws)
+    own = ws / "own"
+    own.mkdir()
+    np.save(own / "sensor.npy", np.zeros((12, 5), np.float32))
+    np.save(own / "labels.npy", (np.arange(12) % 3).astype(np.int64))
+    (own / "meta.json").write_text(json.dumps({"name": "own", "version": "1", "task": "classification",
+                                               "classes": ["x", "y", "z"],
+                                               "modalities": {"sensor": {"shape": [5], "dtype": "float32"}}}))
+    (own / "splits.json").write_text(json.dumps({"train": list(range(8)), "val": [8, 9], "test": [10, 11]}))
+    (ws / "own.py").write_text(f'_base_ = ["student.py"]\ndata_root = {str(own)!r}\n'
+                               'model = dict(encoders=dict(sensor=dict(type="FeatureMLP", in_dim=5, hidden_dims=[8])))\n'
+                               'train_dataloader = dict(dataset=dict(data_root=data_root, modalities=["sensor"]))\n')
+    return _train(ws, "own.py")
+
+
 # == commands: config and checkpoint paths, --cfg-options ====================================================
 @case("L01", CLI, r"config file not found: .*studnet\.py; did you mean '.*student\.py'\?")
 def l01(ws):

@@ -484,6 +484,59 @@ def check_config(cfg) -> None:
             if present and not _scalar_ok(value, expected):
                 raise ConfigError(f"{source}: {prefix}{dotted}: got {value!r} ({type(value).__name__}); "
                                   f"expected {expected}")
+    check_modalities(tree, source)
+
+
+def _meta_modalities(data_root: Any) -> list[str] | None:
+    """The modality names a dataset's meta.json declares; None when it cannot be read (the dataset
+    reports that itself, with the file and field, when it is built)."""
+    import json
+
+    if not isinstance(data_root, (str, Path)):
+        return None
+    try:
+        meta = json.loads((Path(data_root).expanduser() / "meta.json").read_text())
+    except (OSError, ValueError):
+        return None
+    modalities = meta.get("modalities") if isinstance(meta, Mapping) else None
+    return list(modalities) if isinstance(modalities, Mapping) else None
+
+
+def check_modalities(tree: Mapping, source: str = "config") -> None:
+    """Each dataset's ``modalities`` and each model's encoders against the dataset's meta.json, when the
+    config loads: a misspelt name gets the nearest declared one, and an encoder for a modality the
+    dataset lacks (typically inherited from a ``_base_`` config) is named as the cause."""
+    declared: tuple[str, list[str]] | None = None
+    for split in ("train", "val", "test"):
+        loader = tree.get(f"{split}_dataloader")
+        dataset = loader.get("dataset") if isinstance(loader, Mapping) else None
+        if not isinstance(dataset, Mapping):
+            continue
+        names = _meta_modalities(dataset.get("data_root"))
+        if names is None:
+            continue
+        meta = f"{Path(dataset['data_root']) / 'meta.json'}"
+        declared = declared or (meta, names)
+        requested = dataset.get("modalities")
+        for name in requested if isinstance(requested, (list, tuple)) else []:
+            if name not in names:
+                raise ConfigError(f"{source}: {split}_dataloader.dataset.modalities: {name!r} is not a modality of "
+                                  f"{meta} (it has {names}){_did_you_mean(str(name), names)}")
+    if declared is None:
+        return
+    meta, names = declared
+    for path, part in _walk({"model": tree.get("model")}):
+        encoders = part.get("encoders")
+        if not isinstance(encoders, Mapping):
+            continue
+        for name in encoders:
+            if name in names:
+                continue
+            hint = _did_you_mean(str(name), names) or (
+                "; an encoder inherited from a _base_ config stays unless the dict is replaced: "
+                "encoders=dict(_delete_=True, ...) keeps only the ones you list")
+            raise ConfigError(f"{source}: {path}.encoders.{name}: an encoder for modality {name!r}, which "
+                              f"{meta} does not have (it has {names}){hint}")
 
 
 def require_keys(cfg, keys: tuple[str, ...], purpose: str) -> None:
