@@ -20,6 +20,7 @@ import logging
 import math
 import os
 import re
+import socket
 import subprocess
 import sys
 import wave
@@ -800,6 +801,25 @@ def l11(ws):
                ws / "student_best.pth")
     return lambda: train_api.main([str(ws / "student.py"), "--work-dir", str(ws / "work"), "--resume",
                                    str(ws / "student_best.pth"), "--cfg-options", _run_name(ws)])
+
+
+@case("L12", CLI, r"error: work_dir .*work: another run \(PID \d+, started 2026-01-01 10:00:00\) is training into "
+                  r"it; wait for it to finish, stop it, or give this run its own --work-dir")
+def l12(ws):
+    _task(ws)
+    (ws / "work").mkdir()
+    # this test's own process stands in for a live run holding the work dir
+    (ws / "work" / ".xmodal.lock").write_text(json.dumps({"pid": os.getpid(), "host": socket.gethostname(),
+                                                          "started": "2026-01-01 10:00:00"}))
+    return _train(ws, "student.py")
+
+
+@case("L13", CLI, r"error: --resume: .*work has no checkpoint to resume \(no last_checkpoint\); train without "
+                  r"--resume to start a new run")
+def l13(ws):
+    _task(ws)
+    (ws / "work").mkdir()
+    return _train(ws, "student.py", "--resume")
 
 
 # == data_prep scripts ========================================================================================

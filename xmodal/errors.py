@@ -20,6 +20,10 @@ class CheckpointError(RuntimeError):
     """A checkpoint that cannot be used: missing, corrupt, untrusted or not matching the model."""
 
 
+class WorkDirBusyError(RuntimeError):
+    """Another live run holds the work dir (its lock names the PID)."""
+
+
 class DatasetFormatError(ValueError):
     """Names the file and the field at fault and what was expected."""
 

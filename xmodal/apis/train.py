@@ -3,7 +3,10 @@
 from __future__ import annotations
 
 import argparse
+import contextlib
+from pathlib import Path
 
+from mmengine.dist import get_rank
 from mmengine.runner import Runner
 
 import xmodal.engine  # noqa: F401  (atomic checkpoint writes, trusted loading)
@@ -12,7 +15,8 @@ from xmodal.apis.errors import cli_errors
 from xmodal.apis.runner import add_default_hooks, run_header
 from xmodal.apis.stages import is_staged, run_stages
 from xmodal.engine.console import ConsoleProgressHook, QuietRunner
-from xmodal.errors import ConfigError
+from xmodal.engine.lock import work_dir_lock
+from xmodal.errors import CheckpointError, ConfigError
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
@@ -39,6 +43,9 @@ def build_runner(args: argparse.Namespace) -> Runner:
     if args.amp:
         enable_amp(cfg)
     if args.resume == "auto":
+        if not (Path(cfg.work_dir) / "last_checkpoint").is_file():
+            raise CheckpointError(f"--resume: {cfg.work_dir} has no checkpoint to resume (no last_checkpoint); "
+                                  f"train without --resume to start a new run, or name a file: --resume PATH")
         cfg.resume = True
         cfg.load_from = None
     elif args.resume is not None:
@@ -62,11 +69,16 @@ def train_runner(runner: Runner) -> None:
                 hook.close()
 
 
+def _lock(cfg):
+    """One run per work dir (rank 0 holds the lock for all ranks)."""
+    return work_dir_lock(cfg.work_dir) if get_rank() == 0 else contextlib.nullcontext()
+
+
 @cli_errors
 def main(argv: list[str] | None = None) -> None:
     args = parse_args(argv)
     cfg = load_config(args.config, args.cfg_options, args.work_dir, args.launcher)
-    with config_errors(cfg):  # a bad type or argument deep in the model: named by its config key
+    with config_errors(cfg), _lock(cfg):  # a bad type or argument deep in the model: named by its config key
         if is_staged(cfg):
             if args.resume not in (None, "auto"):
                 raise ConfigError(f"--resume {args.resume}: a staged recipe resumes from its stage directories; "
