@@ -723,7 +723,8 @@ def c21(ws):
                                                "modalities": {"sensor": {"shape": [5], "dtype": "float32"}}}))
     (own / "splits.json").write_text(json.dumps({"train": list(range(8)), "val": [8, 9], "test": [10, 11]}))
     (ws / "own.py").write_text(f'_base_ = ["student.py"]\ndata_root = {str(own)!r}\n'
-                               'model = dict(encoders=dict(sensor=dict(type="FeatureMLP", in_dim=5, hidden_dims=[8])))\n'
+                               'model = dict(encoders=dict(sensor=dict(type="FeatureMLP", in_dim=5, '
+                               'hidden_dims=[8])))\n'
                                'train_dataloader = dict(dataset=dict(data_root=data_root, modalities=["sensor"]))\n')
     return _train(ws, "own.py")
 
