@@ -965,6 +965,15 @@ def q09(ws):
     return lambda: retrieval_cli.main(argv)
 
 
+# == the Python API (docs/api.md) ================================================================================
+@case("A01", ConfigError, r"student\.py: override 'epoch': not a key of the config; did you mean 'epochs'\?")
+def a01(ws):
+    from xmodal.apis import fit
+
+    _task(ws)
+    return lambda: fit(ws / "student.py", ws / "work", epoch=2)
+
+
 # -- running a case ------------------------------------------------------------------------------------------
 def _message_of(error: BaseException) -> str:
     if isinstance(error, KeyError) and len(error.args) == 1:
