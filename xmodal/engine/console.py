@@ -10,13 +10,15 @@ import logging
 import math
 import time
 from collections.abc import Callable
+from pathlib import Path
 
 from mmengine.hooks import Hook
 from mmengine.runner import Runner
 
 # mmengine's own notes, printed on every run whatever the config says: kept in the log file only
 _UNACTIONABLE = ("The prefix is not set in metric class", '"FileClient" will be deprecated',
-                 '"HardDiskBackend" is the alias of "LocalBackend"')
+                 '"HardDiskBackend" is the alias of "LocalBackend"',
+                 "`save_param_scheduler` is True but `self.param_schedulers` is None")
 
 
 class _ConsoleFilter(logging.Filter):
@@ -42,6 +44,19 @@ class QuietRunner(Runner):
         logger = super().build_logger(*args, **kwargs)
         quiet_console(logger)
         return logger
+
+
+class TestRunner(QuietRunner):
+    """The Runner of ``tools/test.py``: its log, config dump and scalars go to ``<work_dir>/test_<timestamp>/``,
+    so a test never overwrites the training run's config dump nor shows up as another training run."""
+
+    def setup_env(self, env_cfg: dict) -> None:
+        super().setup_env(env_cfg)
+        self._timestamp = f"test_{self._timestamp}"  # names the log dir, the log file and the run
+
+    def dump_config(self) -> None:
+        if self.rank == 0 and self.cfg.filename is not None:
+            self.cfg.dump(str(Path(self.log_dir) / Path(self.cfg.filename).name))
 
 
 def _number(value) -> float | None:
