@@ -20,8 +20,7 @@ from mmengine.config import Config
 
 import xmodal.engine  # noqa: F401  (atomic checkpoint writes, trusted loading)
 from xmodal.apis.config import load_config, read_config, set_max_epochs
-from xmodal.apis.demo.classification import aggregate
-from xmodal.apis.demo.common import quiet
+from xmodal.apis.demo.common import mean_and_std, quiet
 from xmodal.apis.errors import cli_errors
 from xmodal.apis.runner import add_default_hooks
 from xmodal.engine.checkpoint import atomic_write_bytes, load_weights, resolve_checkpoint
@@ -103,7 +102,7 @@ def train_and_test(method: str, role: str, cfg: Config, progress, task_id, seed:
 
 def summarise(results: list[dict], epochs: int) -> list[dict]:
     """Mean ± std per method (teachers first), with each seed's values and the train time per epoch."""
-    rows = aggregate(results)
+    rows = mean_and_std(results, ("test_acc", "test_f1", "test_kappa", "train_seconds"))
     for row in rows:
         runs = [r for r in results if r["method"] == row["method"]]
         row["role"] = runs[0]["role"]

@@ -6,8 +6,11 @@ distillers' teacher cache.
 
 from __future__ import annotations
 
-from collections.abc import Callable
+import contextlib
+import random
+from collections.abc import Callable, Iterator
 
+import numpy as np
 import torch
 from mmengine.config import Config
 from mmengine.runner import Runner
@@ -46,17 +49,34 @@ def _device(model) -> str:
         return "cpu"
 
 
+@contextlib.contextmanager
+def rng_preserved() -> Iterator[None]:
+    """Leave Python's, numpy's and torch's random states as they were (a data loader draws a seed when
+    it is iterated): a run resumed from a checkpoint must draw exactly what the uninterrupted run drew."""
+    states = random.getstate(), np.random.get_state()
+    with torch.random.fork_rng(devices=range(torch.cuda.device_count()) if torch.cuda.is_initialized() else []):
+        yield
+    random.setstate(states[0])
+    np.random.set_state(states[1])
+
+
 @torch.no_grad()
 def teacher_val_accuracy(runner: Runner) -> dict[str, float | str]:
     """Each teacher of a distiller evaluated once on the validation split: its accuracy, or why it has
-    none (no logits, a modality the split does not load). Shows that the teachers loaded right."""
+    none (no logits, a modality the split does not load). Shows that the teachers loaded right. The
+    random states are left untouched, so training draws the same numbers with or without it."""
     model = unwrap(runner.model)
     if not isinstance(model, BaseDistiller) or runner.val_dataloader is None:
         return {}
+    with rng_preserved():
+        return _teacher_accuracy(model, runner.val_dataloader)
+
+
+def _teacher_accuracy(model: BaseDistiller, dataloader) -> dict[str, float | str]:
     results: dict[str, float | str] = {}
     for name, teacher in model.teachers.items():
         correct = total = 0
-        for batch in runner.val_dataloader:
+        for batch in dataloader:
             batch = model.data_preprocessor(batch, False)
             missing = [m for m in getattr(teacher, "modalities", ()) if m not in batch]
             if missing:
