@@ -729,6 +729,23 @@ def c21(ws):
     return _train(ws, "own.py")
 
 
+@case("C22", CLI, r"error: --resume: param_scheduler\[0\]: the checkpoint's schedule ends at step 2, this run's "
+                  r"at step 4 \(train_cfg\.max_epochs=2\); a resumed run continues its checkpoint's schedule",
+      log_dir="work")
+def c22(ws):
+    _task(ws)
+    (ws / "cosine.py").write_text('_base_ = ["student.py"]\ntrain_cfg = dict(max_epochs=10)\nparam_scheduler = [dict('
+                                  'type="CosineAnnealingLR", by_epoch=True, begin=0, end=10, T_max=10, '
+                                  'convert_to_iter_based=True)]\n')
+    train_api.main([str(ws / "cosine.py"), "--work-dir", str(ws / "first"), "--cfg-options",
+                    f"experiment_name={ws.parent.name}_first", "train_cfg.max_epochs=1"])
+    # the resumed run: the same work dir, two epochs this time
+    (ws / "first").rename(ws / "work")
+    (ws / "work" / "last_checkpoint").write_text(str(ws / "work" / "epoch_1.pth"))
+    (ws / "work" / "cosine.py").unlink()  # the Runner rewrites its config dump on every start
+    return _train(ws, "cosine.py", "train_cfg.max_epochs=2", "--resume")
+
+
 # == commands: config and checkpoint paths, --cfg-options ====================================================
 @case("L01", CLI, r"config file not found: .*studnet\.py; did you mean '.*student\.py'\?")
 def l01(ws):

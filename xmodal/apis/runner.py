@@ -17,7 +17,7 @@ from mmengine.runner import Runner
 
 from xmodal.distill.base import BaseDistiller
 from xmodal.engine.config_text import format_config_text_once
-from xmodal.engine.hooks import LabelBudgetHook, RNGStateHook
+from xmodal.engine.hooks import LabelBudgetHook, ResumeScheduleCheck, RNGStateHook
 from xmodal.engine.nan_guard import NonFiniteLossGuard
 from xmodal.engine.unwrap import unwrap
 from xmodal.registry import HOOKS
@@ -25,6 +25,7 @@ from xmodal.registry import HOOKS
 
 def add_default_hooks(runner: Runner, cfg: Config) -> None:
     """Hooks every training run gets whatever its config lists: :class:`RNGStateHook` (exact resume),
+    :class:`ResumeScheduleCheck` (a resume with another schedule length is refused),
     the non-finite loss guard (the config's ``nan_guard`` entry), :class:`LabelBudgetHook`
     (``labelled_ids.json``) and, for a distiller whose config switches ``teacher_cache`` on, the hook
     that builds the cache before training (the distiller's ``cache_hook``)."""
@@ -40,6 +41,8 @@ def add_default_hooks(runner: Runner, cfg: Config) -> None:
         runner.register_hook(guard)
     if not any(isinstance(hook, LabelBudgetHook) for hook in runner.hooks):
         runner.register_hook(LabelBudgetHook())
+    if not any(isinstance(hook, ResumeScheduleCheck) for hook in runner.hooks):
+        runner.register_hook(ResumeScheduleCheck())
 
 
 def _device(model) -> str:

@@ -4,9 +4,10 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import os
 from pathlib import Path
 
-from mmengine.dist import get_rank
+from mmengine.dist import get_rank, is_distributed
 from mmengine.runner import Runner
 
 import xmodal.engine  # noqa: F401  (atomic checkpoint writes, trusted loading)
@@ -69,9 +70,17 @@ def train_runner(runner: Runner) -> None:
                 hook.close()
 
 
+def _rank(cfg) -> int:
+    """This process's rank; before the process group exists (CUDA runs start it in the Runner), the one
+    its launcher set in the environment."""
+    if is_distributed() or cfg.get("launcher", "none") == "none":
+        return get_rank()
+    return int(os.environ.get("RANK") or os.environ.get("SLURM_PROCID") or os.environ.get("OMPI_COMM_WORLD_RANK") or 0)
+
+
 def _lock(cfg):
     """One run per work dir (rank 0 holds the lock for all ranks)."""
-    return work_dir_lock(cfg.work_dir) if get_rank() == 0 else contextlib.nullcontext()
+    return work_dir_lock(cfg.work_dir) if _rank(cfg) == 0 else contextlib.nullcontext()
 
 
 @cli_errors

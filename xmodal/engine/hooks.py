@@ -17,6 +17,7 @@ from mmengine.hooks import LoggerHook as MMEngineLoggerHook
 import xmodal.engine.checkpoint_hook  # noqa: F401  (registers xmodal's CheckpointHook)
 from xmodal.engine.checkpoint import atomic_write_bytes, load_checkpoint_file, save_checkpoint_file
 from xmodal.engine.unwrap import unwrap
+from xmodal.errors import CheckpointError
 from xmodal.registry import HOOKS
 
 
@@ -166,3 +167,25 @@ class PrefixedLoggerHook(MMEngineLoggerHook):
         dump(self._process_tags(tag), str(Path(runner.log_dir) / self.json_log_path))
         scalars = {k: v for k, v in tag.items() if isinstance(v, numbers.Real) and not isinstance(v, bool)}
         runner.visualizer.add_scalars(scalars, step=0, file_path=self.json_log_path)
+
+
+@HOOKS.register_module()
+class ResumeScheduleCheck(Hook):
+    """A resumed run continues its checkpoint's learning-rate schedule (mmengine restores the schedulers'
+    state, their length included), so a resume with another number of epochs would train on the old
+    schedule without a word. Such a resume is refused, saying what to do instead."""
+
+    def after_load_checkpoint(self, runner, checkpoint: dict) -> None:
+        saved = checkpoint.get("param_schedulers")
+        current = runner.param_schedulers
+        if not runner.cfg.get("resume") or not isinstance(saved, list) or not isinstance(current, list):
+            return
+        for i, (state, scheduler) in enumerate(zip(saved, current)):
+            if not hasattr(scheduler, "end") or not isinstance(state, dict):
+                continue
+            if state.get("end") != scheduler.end or state.get("T_max", None) != getattr(scheduler, "T_max", None):
+                raise CheckpointError(
+                    f"--resume: param_scheduler[{i}]: the checkpoint's schedule ends at step {state.get('end')}, this "
+                    f"run's at step {scheduler.end} (train_cfg.max_epochs={runner.max_epochs}); a resumed run "
+                    f"continues its checkpoint's schedule. Resume with the train_cfg.max_epochs the run started "
+                    f"with, or start a new run from its weights: --cfg-options load_from=CHECKPOINT without --resume")
