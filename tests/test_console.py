@@ -58,3 +58,23 @@ def test_an_error_is_the_last_thing_printed(tmp_path):
     result = _run(str(ws / "kd.py"), "--work-dir", str(tmp_path / "w"))  # C17: the teacher's modality is not loaded
     assert result.returncode == 2
     assert result.stdout.strip().splitlines()[-1].startswith("error: model.teachers.t0: teacher 't0' reads")
+
+
+def test_a_terminal_shows_a_progress_bar_with_loss_and_eta(tmp_path):
+    import io
+
+    from rich.console import Console
+
+    from xmodal.engine.console import ConsoleProgressHook
+
+    ws = _task(tmp_path / "ws")
+    args = train_api.parse_args([str(ws / "student.py"), "--work-dir", str(tmp_path / "w"), "--cfg-options",
+                                 "experiment_name=bar", "train_cfg.max_epochs=2"])
+    runner = train_api.build_runner(args)
+    (hook,) = [h for h in runner.hooks if isinstance(h, ConsoleProgressHook)]
+    screen = io.StringIO()
+    hook.console = Console(file=screen, force_terminal=True, width=100, highlight=False)
+    train_api.train_runner(runner)
+    text = screen.getvalue()
+    assert "━" in text and "loss" in text and "eta" in text  # the live bar
+    assert "epoch 1/2" in text and "epoch 2/2" in text and "trained 2 epochs" in text
