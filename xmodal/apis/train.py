@@ -70,6 +70,28 @@ def train_runner(runner: Runner) -> None:
                 hook.close()
 
 
+def _run_stages(args: argparse.Namespace, cfg) -> None:
+    """A staged recipe, each stage with the quiet console unless ``--verbose``."""
+    if args.verbose:
+        run_stages(cfg, resume=args.resume is not None, only=args.stage, amp=args.amp)
+        return
+    shown: list[ConsoleProgressHook] = []
+
+    def hooks(number: int) -> list:
+        name = cfg.stages[number - 1].get("name", "?")
+        if _rank(cfg) != 0:
+            return []
+        shown.append(ConsoleProgressHook(run_header(f"{args.config} (stage {number}/{len(cfg.stages)}: {name})")))
+        return shown[-1:]
+
+    try:
+        run_stages(cfg, resume=args.resume is not None, only=args.stage, amp=args.amp, hooks=hooks,
+                   runner_class=QuietRunner)
+    finally:
+        for hook in shown:
+            hook.close()
+
+
 def _rank(cfg) -> int:
     """This process's rank; before the process group exists (CUDA runs start it in the Runner), the one
     its launcher set in the environment."""
@@ -92,7 +114,7 @@ def main(argv: list[str] | None = None) -> None:
             if args.resume not in (None, "auto"):
                 raise ConfigError(f"--resume {args.resume}: a staged recipe resumes from its stage directories; "
                                   f"use --resume alone")
-            run_stages(cfg, resume=args.resume is not None, only=args.stage, amp=args.amp)
+            _run_stages(args, cfg)
             return
         if args.stage is not None:
             raise ConfigError(f"--stage: {args.config} has no 'stages' list")
