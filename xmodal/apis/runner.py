@@ -13,7 +13,7 @@ from collections.abc import Callable, Iterator
 import numpy as np
 import torch
 from mmengine.config import Config
-from mmengine.runner import Runner
+from mmengine.runner import IterBasedTrainLoop, Runner
 
 from xmodal.distill.base import BaseDistiller
 from xmodal.engine.config_text import format_config_text_once
@@ -68,11 +68,16 @@ def teacher_val_accuracy(runner: Runner) -> dict[str, float | str]:
     """Each teacher of a distiller evaluated once on the validation split: its accuracy, or why it has
     none (no logits, a modality the split does not load). Shows that the teachers loaded right. The
     random states are left untouched, so training draws the same numbers with or without it."""
-    model = unwrap(runner.model)
-    if not isinstance(model, BaseDistiller) or runner.val_dataloader is None:
+    model, val = unwrap(runner.model), _val_dataloader(runner)
+    if not isinstance(model, BaseDistiller) or val is None:
         return {}
     with rng_preserved():
-        return _teacher_accuracy(model, runner.val_dataloader)
+        return _teacher_accuracy(model, val)
+
+
+def _val_dataloader(runner: Runner):
+    """The validation data loader; None for a config without validation (``runner.val_dataloader`` raises)."""
+    return getattr(runner.val_loop, "dataloader", None)
 
 
 def _teacher_accuracy(model: BaseDistiller, dataloader) -> dict[str, float | str]:
@@ -99,10 +104,19 @@ def _teacher_accuracy(model: BaseDistiller, dataloader) -> dict[str, float | str
 
 
 def _size(dataloader) -> str:
+    if dataloader is None:
+        return "-"
     try:
         return str(len(dataloader.dataset))
     except (TypeError, AttributeError):
         return "?"
+
+
+def _schedule_line(runner: Runner) -> str:
+    if isinstance(runner.train_loop, IterBasedTrainLoop):
+        return f"  schedule  {runner.max_iters} iterations" + (f", resumed at {runner.iter}" if runner.iter else "")
+    return (f"  schedule  {runner.max_epochs} epochs x {len(runner.train_dataloader)} iterations"
+            + (f", resumed at epoch {runner.epoch}" if runner.epoch else ""))
 
 
 def run_header(config: str) -> Callable[[Runner], list[str]]:
@@ -116,10 +130,9 @@ def run_header(config: str) -> Callable[[Runner], list[str]]:
         lines = [f"[bold]xmodal train[/bold] {config}",
                  f"  work dir  {runner.work_dir}  (full log: {runner.log_dir})",
                  f"  model     {type(model).__name__}, student reads {modalities}; device {_device(model)}",
-                 f"  data      train {_size(runner.train_dataloader)}, val {_size(runner.val_dataloader)} samples"
+                 f"  data      train {_size(runner.train_dataloader)}, val {_size(_val_dataloader(runner))} samples"
                  f" ({type(runner.train_dataloader.dataset).__name__})",
-                 f"  schedule  {runner.max_epochs} epochs x {len(runner.train_dataloader)} iterations"
-                 + (f", resumed at epoch {runner.epoch}" if runner.epoch else "")]
+                 _schedule_line(runner)]
         for name, accuracy in teacher_val_accuracy(runner).items():
             shown = f"val accuracy {accuracy:.4f}" if isinstance(accuracy, float) else accuracy
             lines.append(f"  teacher   {name}: {shown}")

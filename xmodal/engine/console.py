@@ -13,7 +13,7 @@ from collections.abc import Callable
 from pathlib import Path
 
 from mmengine.hooks import Hook
-from mmengine.runner import Runner
+from mmengine.runner import IterBasedTrainLoop, Runner
 
 # mmengine's own notes, printed on every run whatever the config says: kept in the log file only
 _UNACTIONABLE = ("The prefix is not set in metric class", '"FileClient" will be deprecated',
@@ -103,6 +103,9 @@ class ConsoleProgressHook(Hook):
         if self.task is not None:
             self.progress.remove_task(self.task)
         self._losses = []
+        if isinstance(runner.train_loop, IterBasedTrainLoop):  # one "epoch" of max_iters iterations
+            self.task = self.progress.add_task("iterations", total=runner.max_iters, completed=runner.iter, loss="-")
+            return
         self.task = self.progress.add_task(f"epoch {runner.epoch + 1}/{runner.max_epochs}",
                                            total=len(runner.train_dataloader), loss="-")
 
@@ -120,11 +123,16 @@ class ConsoleProgressHook(Hook):
         shown = {k: v for k, v in (metrics or {}).items() if _number(v) is not None and k not in ("time", "data_time")}
         loss = f"loss {sum(self._losses) / len(self._losses):.4f}  " if self._losses else ""
         values = "  ".join(f"{k} {float(v):.4f}" for k, v in shown.items())
-        self.console.print(f"epoch {runner.epoch}/{runner.max_epochs}  {loss}val {values}")
+        where = (f"iter {runner.iter}/{runner.max_iters}" if isinstance(runner.train_loop, IterBasedTrainLoop)
+                 else f"epoch {runner.epoch}/{runner.max_epochs}")
+        self.console.print(f"{where}  {loss}val {values}")
+        self._losses = []
 
     def after_train(self, runner) -> None:
         self.close()
-        self.console.print(f"trained {runner.max_epochs} epochs in {time.perf_counter() - self._start:.1f} s; "
+        length = (f"{runner.max_iters} iterations" if isinstance(runner.train_loop, IterBasedTrainLoop)
+                  else f"{runner.max_epochs} epochs")
+        self.console.print(f"trained {length} in {time.perf_counter() - self._start:.1f} s; "
                            f"log: {runner.log_dir}")
 
     def close(self) -> None:
