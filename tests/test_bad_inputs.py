@@ -693,25 +693,25 @@ def c18(ws):
     return lambda: train_api.main([str(ws / "student.py"), "--stage", "2", "--work-dir", str(ws / "work")])
 
 
-@case("C19", CLI, r"error: .*cosine\.py: param_scheduler\[0\]\.end: 10 is past train_cfg\.max_epochs=2; expected "
+@case("C20", CLI, r"error: .*cosine\.py: param_scheduler\[0\]\.end: 10 is past train_cfg\.max_epochs=2; expected "
                   r"an end <= 2: set train_cfg\.max_epochs alone")
-def c19(ws):
+def c20(ws):
     _task(ws)
     (ws / "cosine.py").write_text('_base_ = ["student.py"]\ntrain_cfg = dict(max_epochs=10)\nparam_scheduler = [dict('
                                   'type="CosineAnnealingLR", by_epoch=True, begin=0, end=10, T_max=10)]\n')
     return _train(ws, "cosine.py", "train_cfg.max_epochs=2", "param_scheduler.0.eta_min=0.0")
 
 
-@case("C20", CLI, r"error: .*student\.py: train_dataloader\.dataset\.modalities: 'bb' is not a modality of "
+@case("C21", CLI, r"error: .*student\.py: train_dataloader\.dataset\.modalities: 'bb' is not a modality of "
                   r".*data/meta\.json \(it has \['a', 'b'\]\); did you mean 'b'\?")
-def c20(ws):
+def c21(ws):
     return _train(_task(ws), "student.py", "train_dataloader.dataset.modalities=[bb]")
 
 
-@case("C21", CLI, r"error: .*own\.py: model\.encoders\.b: an encoder for modality 'b', which .*own/meta\.json does "
+@case("C22", CLI, r"error: .*own\.py: model\.encoders\.b: an encoder for modality 'b', which .*own/meta\.json does "
                   r"not have \(it has \['sensor'\]\); an encoder inherited from a _base_ config stays unless the "
                   r"dict is replaced: encoders=dict\(_delete_=True, \.\.\.\)")
-def c21(ws):
+def c22(ws):
     # a user's own dataset (one modality, 'sensor') under a config that inherits the b-encoder student
     _task(ws)
     own = ws / "own"
@@ -729,10 +729,10 @@ def c21(ws):
     return _train(ws, "own.py")
 
 
-@case("C22", CLI, r"error: --resume: param_scheduler\[0\]: the checkpoint's schedule ends at step 2, this run's "
+@case("C23", CLI, r"error: --resume: param_scheduler\[0\]: the checkpoint's schedule ends at step 2, this run's "
                   r"at step 4 \(train_cfg\.max_epochs=2\); a resumed run continues its checkpoint's schedule",
       log_dir="work")
-def c22(ws):
+def c23(ws):
     _task(ws)
     (ws / "cosine.py").write_text('_base_ = ["student.py"]\ntrain_cfg = dict(max_epochs=10)\nparam_scheduler = [dict('
                                   'type="CosineAnnealingLR", by_epoch=True, begin=0, end=10, T_max=10, '
