@@ -20,6 +20,7 @@ import logging
 import math
 import os
 import re
+import socket
 import subprocess
 import sys
 import wave
@@ -803,6 +804,59 @@ def c19(ws):
                                    _run_name(ws)])
 
 
+@case("C20", CLI, r"error: .*cosine\.py: param_scheduler\[0\]\.end: 10 is past train_cfg\.max_epochs=2; expected "
+                  r"an end <= 2: set train_cfg\.max_epochs alone")
+def c20(ws):
+    _task(ws)
+    (ws / "cosine.py").write_text('_base_ = ["student.py"]\ntrain_cfg = dict(max_epochs=10)\nparam_scheduler = [dict('
+                                  'type="CosineAnnealingLR", by_epoch=True, begin=0, end=10, T_max=10)]\n')
+    return _train(ws, "cosine.py", "train_cfg.max_epochs=2", "param_scheduler.0.eta_min=0.0")
+
+
+@case("C21", CLI, r"error: .*student\.py: train_dataloader\.dataset\.modalities: 'bb' is not a modality of "
+                  r".*data/meta\.json \(it has \['a', 'b'\]\); did you mean 'b'\?")
+def c21(ws):
+    return _train(_task(ws), "student.py", "train_dataloader.dataset.modalities=[bb]")
+
+
+@case("C22", CLI, r"error: .*own\.py: model\.encoders\.b: an encoder for modality 'b', which .*own/meta\.json does "
+                  r"not have \(it has \['sensor'\]\); an encoder inherited from a _base_ config stays unless the "
+                  r"dict is replaced: encoders=dict\(_delete_=True, \.\.\.\)")
+def c22(ws):
+    # a user's own dataset (one modality, 'sensor') under a config that inherits the b-encoder student
+    _task(ws)
+    own = ws / "own"
+    own.mkdir()
+    np.save(own / "sensor.npy", np.zeros((12, 5), np.float32))
+    np.save(own / "labels.npy", (np.arange(12) % 3).astype(np.int64))
+    (own / "meta.json").write_text(json.dumps({"name": "own", "version": "1", "task": "classification",
+                                               "classes": ["x", "y", "z"],
+                                               "modalities": {"sensor": {"shape": [5], "dtype": "float32"}}}))
+    (own / "splits.json").write_text(json.dumps({"train": list(range(8)), "val": [8, 9], "test": [10, 11]}))
+    (ws / "own.py").write_text(f'_base_ = ["student.py"]\ndata_root = {str(own)!r}\n'
+                               'model = dict(encoders=dict(sensor=dict(type="FeatureMLP", in_dim=5, '
+                               'hidden_dims=[8])))\n'
+                               'train_dataloader = dict(dataset=dict(data_root=data_root, modalities=["sensor"]))\n')
+    return _train(ws, "own.py")
+
+
+@case("C23", CLI, r"error: --resume: param_scheduler\[0\]: the checkpoint's schedule ends at step 2, this run's "
+                  r"at step 4 \(train_cfg\.max_epochs=2\); a resumed run continues its checkpoint's schedule",
+      log_dir="work")
+def c23(ws):
+    _task(ws)
+    (ws / "cosine.py").write_text('_base_ = ["student.py"]\ntrain_cfg = dict(max_epochs=10)\nparam_scheduler = [dict('
+                                  'type="CosineAnnealingLR", by_epoch=True, begin=0, end=10, T_max=10, '
+                                  'convert_to_iter_based=True)]\n')
+    train_api.main([str(ws / "cosine.py"), "--work-dir", str(ws / "first"), "--cfg-options",
+                    f"experiment_name={ws.parent.name}_first", "train_cfg.max_epochs=1"])
+    # the resumed run: the same work dir, two epochs this time
+    (ws / "first").rename(ws / "work")
+    (ws / "work" / "last_checkpoint").write_text(str(ws / "work" / "epoch_1.pth"))
+    (ws / "work" / "cosine.py").unlink()  # the Runner rewrites its config dump on every start
+    return _train(ws, "cosine.py", "train_cfg.max_epochs=2", "--resume")
+
+
 # == commands: config and checkpoint paths, --cfg-options ====================================================
 @case("L01", CLI, r"config file not found: .*studnet\.py; did you mean '.*student\.py'\?")
 def l01(ws):
@@ -878,7 +932,9 @@ def l11(ws):
                                    str(ws / "student_best.pth"), "--cfg-options", _run_name(ws)])
 
 
-# == a disk that fills while a checkpoint or an export is written =============================================
+# == a disk that fills while a checkpoint or an export is written ======================================
+
+
 def _on_full_disk(action: Callable[[], object]) -> Callable[[], object]:
     def run():
         with full_disk():
@@ -904,6 +960,25 @@ def f02(ws):
     argv = [str(ws / "student.py"), str(ws / "student.pth"), "--out", str(ws / "student_export.pth"), "--force"]
     export_api.main(argv)  # a previous export, replaced with --force
     return _on_full_disk(lambda: export_api.main(argv))
+
+
+@case("L12", CLI, r"error: work_dir .*work: another run \(PID \d+, started 2026-01-01 10:00:00\) is training into "
+                  r"it; wait for it to finish, stop it, or give this run its own --work-dir")
+def l12(ws):
+    _task(ws)
+    (ws / "work").mkdir()
+    # this test's own process stands in for a live run holding the work dir
+    (ws / "work" / ".xmodal.lock").write_text(json.dumps({"pid": os.getpid(), "host": socket.gethostname(),
+                                                          "started": "2026-01-01 10:00:00"}))
+    return _train(ws, "student.py")
+
+
+@case("L13", CLI, r"error: --resume: .*work has no checkpoint to resume \(no last_checkpoint\); train without "
+                  r"--resume to start a new run")
+def l13(ws):
+    _task(ws)
+    (ws / "work").mkdir()
+    return _train(ws, "student.py", "--resume")
 
 
 # == data_prep scripts ========================================================================================
@@ -1046,6 +1121,15 @@ def q09(ws):
     gallery[3] = 0
     argv = _embeddings(ws, gallery=gallery)
     return lambda: retrieval_cli.main(argv)
+
+
+# == the Python API (docs/api.md) ================================================================================
+@case("A01", ConfigError, r"student\.py: override 'epoch': not a key of the config; did you mean 'epochs'\?")
+def a01(ws):
+    from xmodal.apis import fit
+
+    _task(ws)
+    return lambda: fit(ws / "student.py", ws / "work", epoch=2)
 
 
 # -- running a case ------------------------------------------------------------------------------------------

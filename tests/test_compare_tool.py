@@ -5,12 +5,13 @@ import os
 import re
 import subprocess
 import sys
+from pathlib import Path
 
 import pytest
 from mmengine.config import Config
 
 from tests.conftest import REPO
-from xmodal.apis.compare import _check, main
+from xmodal.apis.compare import _check, main, plot
 
 pytestmark = pytest.mark.slow
 
@@ -22,11 +23,33 @@ def test_compare_writes_tables_and_plot(tmp_path, digits_av_root):
                             capture_output=True, text=True, timeout=600)
     assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
     summary = json.loads((out / "compare.json").read_text())
-    assert [r["method"] for r in summary["aggregate"]] == ["no_kd", "dkd"]
+    assert [r["method"] for r in summary["aggregate"]] == ["teacher_t_fusion", "teacher_t_audio", "no_kd", "dkd"]
+    assert [r["role"] for r in summary["aggregate"]] == ["teacher", "teacher", "student", "student"]
+    assert [r["modalities"] for r in summary["aggregate"]] == [["audio", "image"], ["audio"], ["image"], ["image"]]
     assert all(0 <= r["test_acc_mean"] <= 1 and r["epoch_seconds_mean"] > 0 for r in summary["aggregate"])
+    assert all(len(r["test_acc_per_seed"]) == 1 for r in summary["aggregate"])
+    for run in summary["results"]:  # each run's own log file holds its log
+        assert "Epoch(val)" in Path(run["log"]).read_text()
     table = (out / "compare.md").read_text()
-    assert table.startswith("| loss | test acc |") and "| dkd |" in table
+    assert table.startswith("| method | role | modality | test acc |") and "| dkd | student | image |" in table
+    assert "| teacher_t_fusion | teacher | audio+image |" in table
     assert (out / "compare.png").stat().st_size > 10_000
+
+
+def test_the_plot_has_integer_epoch_ticks(tmp_path, monkeypatch):
+    import matplotlib.figure
+
+    saved = []
+    monkeypatch.setattr(matplotlib.figure.Figure, "savefig", lambda fig, *a, **k: saved.append(fig))
+    history = [{"epoch": e, "train_loss": 1.0 / e, "accuracy": 0.5 + 0.1 * e} for e in (1, 2, 3)]
+    results = [{"method": m, "seed": 0, "history": history} for m in ("teacher_t", "kd")]
+    rows = [{"method": m, "role": role, "test_acc_mean": 0.8, "test_acc_std": 0.0}
+            for m, role in (("teacher_t", "teacher"), ("kd", "student"))]
+    plot(results, rows, tmp_path / "p.png")
+    (fig,) = saved
+    for ax in fig.axes[1:]:
+        ticks = [t for t in ax.get_xticks() if 1 <= t <= 3]
+        assert ticks and all(float(t).is_integer() for t in ticks), ticks
 
 
 def test_entries_need_unique_names(tmp_path):

@@ -153,8 +153,8 @@ def _scalars(work_dir):
             record = json.loads(line)
             if "loss" in record:
                 train[record["step"]] = {k: v for k, v in record.items() if k.startswith("loss") or k == "lr"}
-            elif "accuracy" in record:
-                val[record["step"]] = {k: v for k, v in record.items() if k in ("accuracy", "cross_entropy")}
+            elif "val/accuracy" in record:
+                val[record["step"]] = {k: v for k, v in record.items() if k in ("val/accuracy", "val/cross_entropy")}
     return train, val
 
 

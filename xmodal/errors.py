@@ -25,6 +25,10 @@ class DiskFullError(OSError):
     to a temporary file, so the file it was replacing is unchanged."""
 
 
+class WorkDirBusyError(RuntimeError):
+    """Another live run holds the work dir (its lock names the PID)."""
+
+
 class DatasetFormatError(ValueError):
     """Names the file and the field at fault and what was expected."""
 

@@ -10,18 +10,23 @@ A comparison config names ``student_config`` (a Distiller config whose losses ar
 from __future__ import annotations
 
 import argparse
+import io
 import json
 import logging
+import time
 from pathlib import Path
 
 from mmengine.config import Config
 
 import xmodal.engine  # noqa: F401  (atomic checkpoint writes, trusted loading)
 from xmodal.apis.config import load_config, read_config, set_max_epochs
-from xmodal.apis.demo.classification import aggregate, plot_summary, train_and_test
-from xmodal.apis.demo.common import DemoRun, quiet
+from xmodal.apis.demo.common import mean_and_std, quiet
 from xmodal.apis.errors import cli_errors
-from xmodal.engine.checkpoint import atomic_write_bytes
+from xmodal.apis.runner import add_default_hooks
+from xmodal.engine.checkpoint import atomic_write_bytes, load_weights, resolve_checkpoint
+from xmodal.engine.console import QuietRunner
+from xmodal.engine.hooks import EpochHistoryHook, ProgressBarHook
+from xmodal.engine.unwrap import unwrap
 from xmodal.errors import ConfigError
 
 
@@ -49,7 +54,7 @@ def entry_config(spec: Config, entry: dict, teacher_dirs: dict[str, Path], out: 
                  epochs: int) -> Config:
     cfg = load_config(spec.student_config, work_dir=str(out / entry["name"]))
     set_max_epochs(cfg, epochs)
-    quiet(cfg, seed)
+    prepare(cfg, seed)
     refs = [term["teacher"] for term in entry["losses"]]
     refs += [ref for term in entry["losses"] for ref in (term.get("inputs") or {}).values()]
     used = {ref.partition(".")[0] for ref in refs} & set(spec.teachers) or {next(iter(spec.teachers))}
@@ -61,12 +66,99 @@ def entry_config(spec: Config, entry: dict, teacher_dirs: dict[str, Path], out: 
     return cfg
 
 
+def modalities(cfg: Config) -> list[str]:
+    """The modalities the trained model reads: a distiller's student's encoders, else the model's."""
+    model = cfg.model
+    student = model.get("student", model)
+    return sorted((student.get("encoders") or {}).keys())
+
+
+def prepare(cfg: Config, seed: int) -> None:
+    """The demo's quiet settings, but with a full log file per run (the console stays quiet)."""
+    quiet(cfg, seed)
+    cfg.log_level = "INFO"
+    cfg.default_hooks.logger.interval = 10
+
+
+def train_and_test(method: str, role: str, cfg: Config, progress, task_id, seed: int) -> dict:
+    """Train ``cfg`` with a progress bar, test its best (validation-chosen) checkpoint: one result row."""
+    history = EpochHistoryHook()
+    runner = QuietRunner.from_cfg(cfg)
+    add_default_hooks(runner, cfg)
+    runner.register_hook(history)
+    runner.register_hook(ProgressBarHook(progress, task_id))
+    start = time.perf_counter()
+    runner.train()
+    seconds = time.perf_counter() - start
+    best = resolve_checkpoint(cfg.work_dir)
+    load_weights(unwrap(runner.model), best)
+    metrics = runner.test()
+    progress.update(task_id, status=f"test acc {metrics['accuracy']:.3f}")
+    return {"method": method, "role": role, "modalities": modalities(cfg), "seed": seed,
+            "test_acc": float(metrics["accuracy"]), "test_f1": float(metrics["macro_f1"]),
+            "test_kappa": float(metrics["kappa"]), "train_seconds": round(seconds, 2), "best_checkpoint": str(best),
+            "log": str(Path(runner.log_dir) / f"{runner.timestamp}.log"), "history": history.history}
+
+
+def summarise(results: list[dict], epochs: int) -> list[dict]:
+    """Mean ± std per method (teachers first), with each seed's values and the train time per epoch."""
+    rows = mean_and_std(results, ("test_acc", "test_f1", "test_kappa", "train_seconds"))
+    for row in rows:
+        runs = [r for r in results if r["method"] == row["method"]]
+        row["role"] = runs[0]["role"]
+        row["epoch_seconds_mean"] = sum(r["train_seconds"] for r in runs) / len(runs) / epochs
+        for key in ("test_acc", "test_f1"):
+            row[f"{key}_per_seed"] = [r[key] for r in runs]
+    return sorted(rows, key=lambda r: r["role"] != "teacher")
+
+
 def markdown_table(rows: list[dict]) -> str:
-    lines = ["| loss | test acc | macro-F1 | train time / epoch |", "|---|---|---|---|"]
+    lines = ["| method | role | modality | test acc | macro-F1 | test acc per seed | train time / epoch |",
+             "|---|---|---|---|---|---|---|"]
     for r in rows:
-        lines.append(f"| {r['method']} | {r['test_acc_mean']:.4f} ± {r['test_acc_std']:.4f} | "
-                     f"{r['test_f1_mean']:.4f} ± {r['test_f1_std']:.4f} | {r['epoch_seconds_mean']:.2f} s |")
+        seeds = ", ".join(f"{v:.4f}" for v in r["test_acc_per_seed"])
+        lines.append(f"| {r['method']} | {r['role']} | {'+'.join(r['modalities'])} | "
+                     f"{r['test_acc_mean']:.4f} ± {r['test_acc_std']:.4f} | {r['test_f1_mean']:.4f} ± "
+                     f"{r['test_f1_std']:.4f} | {seeds} | {r['epoch_seconds_mean']:.2f} s |")
     return "\n".join(lines) + "\n"
+
+
+def plot(results: list[dict], rows: list[dict], path: Path) -> None:
+    """Test accuracy per method (mean ± std) and the first seed's validation accuracy and training loss
+    per epoch, on integer epoch ticks."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    from matplotlib.ticker import MaxNLocator
+
+    fig, (ax_bar, ax_val, ax_loss) = plt.subplots(1, 3, figsize=(16, 4.4))
+    names = [r["method"] for r in rows]
+    colors = {name: f"C{i}" for i, name in enumerate(names)}
+    bars = ax_bar.bar(names, [r["test_acc_mean"] for r in rows], yerr=[r["test_acc_std"] for r in rows], capsize=4,
+                      color=[colors[n] for n in names])
+    for bar, row in zip(bars, rows):
+        if row["role"] == "teacher":
+            bar.set_hatch("//")
+    ax_bar.bar_label(bars, fmt="%.3f", label_type="center", color="w")
+    ax_bar.set(ylim=(0, 1.05), ylabel="test accuracy", title="held-out test split (hatched: teachers)")
+    ax_bar.tick_params(axis="x", rotation=25)
+    first_seed = results[0]["seed"]
+    for r in (r for r in results if r["seed"] == first_seed):
+        epochs = [h["epoch"] for h in r["history"]]
+        ax_val.plot(epochs, [h.get("accuracy") for h in r["history"]], marker=".", color=colors[r["method"]],
+                    label=r["method"])
+        ax_loss.plot(epochs, [h["train_loss"] for h in r["history"]], marker=".", color=colors[r["method"]])
+    for ax in (ax_val, ax_loss):
+        ax.xaxis.set_major_locator(MaxNLocator(integer=True))
+    ax_val.set(xlabel="epoch", ylabel="validation accuracy", title=f"validation accuracy (seed {first_seed})")
+    ax_loss.set(xlabel="epoch", ylabel="mean training loss", title="training loss (each method's own total)")
+    ax_val.legend(fontsize=8)
+    fig.tight_layout()
+    buffer = io.BytesIO()
+    fig.savefig(buffer, format="png", dpi=110)
+    plt.close(fig)
+    atomic_write_bytes(buffer.getvalue(), path)
 
 
 @cli_errors
@@ -101,25 +193,22 @@ def main(argv: list[str] | None = None) -> dict:
             for name, config in spec.teachers.items():
                 cfg = load_config(config, work_dir=str(seed_out / f"teacher_{name}"))
                 set_max_epochs(cfg, epochs)
-                quiet(cfg, seed)
+                prepare(cfg, seed)
                 task = progress.add_task(f"teacher {name}"[:18], total=None, status="")
-                train_and_test(DemoRun(f"teacher_{name}", config, []), cfg, progress, task, seed)
+                results.append(train_and_test(f"teacher_{name}", "teacher", cfg, progress, task, seed))
                 teacher_dirs[name] = Path(cfg.work_dir)
             for entry in entries:
                 cfg = entry_config(spec, entry, teacher_dirs, seed_out, seed, epochs)
                 task = progress.add_task(entry["name"][:18], total=None, status="")
-                row = train_and_test(DemoRun(entry["name"], spec.student_config, []), cfg, progress, task, seed)
-                row["epoch_seconds"] = row["train_seconds"] / epochs
-                results.append(row)
-    rows = aggregate(results)
-    for row in rows:
-        runs = [r["epoch_seconds"] for r in results if r["method"] == row["method"]]
-        row["epoch_seconds_mean"] = sum(runs) / len(runs)
+                results.append(train_and_test(entry["name"], "student", cfg, progress, task, seed))
+    for row in results:
+        row["epoch_seconds"] = row["train_seconds"] / epochs
+    rows = summarise(results, epochs)
     summary = {"config": args.config, "seeds": list(range(args.seeds)), "epochs": epochs, "aggregate": rows,
                "results": results}
     atomic_write_bytes(json.dumps(summary, indent=1).encode(), out / "compare.json")
     atomic_write_bytes(markdown_table(rows).encode(), out / "compare.md")
-    plot_summary(results, rows, out / "compare.png")
+    plot(results, rows, out / "compare.png")
     console.print(markdown_table(rows))
     console.print(f"wrote {out / 'compare.md'}, compare.json and compare.png")
     return summary

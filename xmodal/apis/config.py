@@ -40,9 +40,12 @@ def load_config(config: str | Path, cfg_options: dict | None = None, work_dir: s
     if not path.is_file():
         raise FileNotFoundError(f"config file not found: {config}{missing_file_hint(path)}")
     cfg = read_config(path)
+    epochs_before = _max_epochs(cfg)
     if cfg_options:
         merge_cfg_options(cfg, cfg_options)
     check_config(cfg)  # unknown types and wrong-typed numbers fail here, before anything is built or written
+    if cfg_options and epochs_before is not None and _max_epochs(cfg) != epochs_before:
+        apply_epoch_override(cfg, epochs_before, cfg_options)
     cfg.launcher = launcher
     if launcher != "none":
         setup_distributed(cfg)
@@ -119,11 +122,18 @@ def enable_amp(cfg: Config) -> None:
             wrapper.pop(key, None)
 
 
-def set_max_epochs(cfg: Config, epochs: int) -> None:
+def _max_epochs(cfg: Mapping) -> int | None:
+    train_cfg = cfg.get("train_cfg")
+    return train_cfg.get("max_epochs") if isinstance(train_cfg, Mapping) else None
+
+
+def set_max_epochs(cfg: Config, epochs: int, old: int | None = None) -> None:
     """Shorten or lengthen training, keeping epoch-based schedules spanning the whole run: a schedule
-    that ended with the old run ends with the new one, a warm-up keeps its length, and a schedule
-    that would start after the new end is dropped."""
-    old = cfg.train_cfg.max_epochs
+    that ended with the old run (``old``, default the config's ``train_cfg.max_epochs``) ends with the
+    new one, a warm-up keeps its length, and a schedule that would start after the new end is dropped.
+    Every tool that changes the number of epochs goes through here (``--cfg-options
+    train_cfg.max_epochs=N``, ``--epochs`` of compare and the demo), so one config trains alike under all."""
+    old = cfg.train_cfg.max_epochs if old is None else old
     cfg.train_cfg.max_epochs = epochs
     kept = []
     for scheduler in cfg.get("param_scheduler") or []:
@@ -138,6 +148,23 @@ def set_max_epochs(cfg: Config, epochs: int) -> None:
         kept.append(scheduler)
     if cfg.get("param_scheduler") is not None:
         cfg.param_scheduler = kept
+
+
+def apply_epoch_override(cfg: Config, old: int, cfg_options: Mapping[str, Any]) -> None:
+    """``--cfg-options train_cfg.max_epochs=N`` changed the run's length from ``old``: rescale the
+    epoch-based schedules with :func:`set_max_epochs`. When the same options also set
+    ``param_scheduler`` keys, the user's schedule is kept as given and must fit in the new run."""
+    epochs = cfg.train_cfg.max_epochs
+    if not any(str(key).split(".")[0] == "param_scheduler" for key in cfg_options):
+        set_max_epochs(cfg, epochs, old)
+        return
+    schedulers = cfg.get("param_scheduler") or []
+    for i, scheduler in enumerate(schedulers if isinstance(schedulers, (list, tuple)) else [schedulers]):
+        end = scheduler.get("end", old)
+        if scheduler.get("by_epoch", True) and isinstance(end, (int, float)) and end > epochs:
+            raise ConfigError(f"{_source(cfg)}: param_scheduler[{i}].end: {end} is past train_cfg.max_epochs={epochs}; "
+                              f"expected an end <= {epochs}: set train_cfg.max_epochs alone (epoch-based schedules "
+                              f"are rescaled to it) or also set param_scheduler.{i}.end (and T_max) to fit")
 
 
 class CfgOptionsAction(DictAction):
@@ -471,6 +498,59 @@ def check_config(cfg) -> None:
             if present and not _scalar_ok(value, expected):
                 raise ConfigError(f"{source}: {prefix}{dotted}: got {value!r} ({type(value).__name__}); "
                                   f"expected {expected}")
+    check_modalities(tree, source)
+
+
+def _meta_modalities(data_root: Any) -> list[str] | None:
+    """The modality names a dataset's meta.json declares; None when it cannot be read (the dataset
+    reports that itself, with the file and field, when it is built)."""
+    import json
+
+    if not isinstance(data_root, (str, Path)):
+        return None
+    try:
+        meta = json.loads((Path(data_root).expanduser() / "meta.json").read_text())
+    except (OSError, ValueError):
+        return None
+    modalities = meta.get("modalities") if isinstance(meta, Mapping) else None
+    return list(modalities) if isinstance(modalities, Mapping) else None
+
+
+def check_modalities(tree: Mapping, source: str = "config") -> None:
+    """Each dataset's ``modalities`` and each model's encoders against the dataset's meta.json, when the
+    config loads: a misspelt name gets the nearest declared one, and an encoder for a modality the
+    dataset lacks (typically inherited from a ``_base_`` config) is named as the cause."""
+    declared: tuple[str, list[str]] | None = None
+    for split in ("train", "val", "test"):
+        loader = tree.get(f"{split}_dataloader")
+        dataset = loader.get("dataset") if isinstance(loader, Mapping) else None
+        if not isinstance(dataset, Mapping):
+            continue
+        names = _meta_modalities(dataset.get("data_root"))
+        if names is None:
+            continue
+        meta = f"{Path(dataset['data_root']) / 'meta.json'}"
+        declared = declared or (meta, names)
+        requested = dataset.get("modalities")
+        for name in requested if isinstance(requested, (list, tuple)) else []:
+            if name not in names:
+                raise ConfigError(f"{source}: {split}_dataloader.dataset.modalities: {name!r} is not a modality of "
+                                  f"{meta} (it has {names}){_did_you_mean(str(name), names)}")
+    if declared is None:
+        return
+    meta, names = declared
+    for path, part in _walk({"model": tree.get("model")}):
+        encoders = part.get("encoders")
+        if not isinstance(encoders, Mapping):
+            continue
+        for name in encoders:
+            if name in names:
+                continue
+            hint = _did_you_mean(str(name), names) or (
+                "; an encoder inherited from a _base_ config stays unless the dict is replaced: "
+                "encoders=dict(_delete_=True, ...) keeps only the ones you list")
+            raise ConfigError(f"{source}: {path}.encoders.{name}: an encoder for modality {name!r}, which "
+                              f"{meta} does not have (it has {names}){hint}")
 
 
 def require_keys(cfg, keys: tuple[str, ...], purpose: str) -> None:

@@ -15,7 +15,7 @@ import sys
 from collections.abc import Callable
 from typing import TypeVar
 
-from xmodal.errors import CheckpointError, DiskFullError, StageError
+from xmodal.errors import CheckpointError, DiskFullError, StageError, WorkDirBusyError
 
 F = TypeVar("F", bound=Callable)
 
@@ -29,7 +29,7 @@ EXIT_USER_ERROR = 2
 
 
 def user_error_types() -> tuple[type[BaseException], ...]:
-    return USER_ERRORS + (CheckpointError, StageError, DiskFullError)
+    return USER_ERRORS + (CheckpointError, StageError, DiskFullError, WorkDirBusyError)
 
 
 def format_error(error: BaseException) -> str:

@@ -92,9 +92,11 @@ def is_done(cfg: Config, number: int) -> bool:
     return (stage_dir(cfg, number) / DONE_FILE).is_file()
 
 
-def run_stage(cfg: Config, number: int, resume: bool = False, amp: bool = False, hooks=None) -> Path:
+def run_stage(cfg: Config, number: int, resume: bool = False, amp: bool = False, hooks=None,
+              runner_class: type[Runner] = Runner) -> Path:
     """Train stage ``number``; returns its output checkpoint. ``hooks(number)`` may return extra
-    hook objects to register on the stage's Runner (progress display, history)."""
+    hook objects to register on the stage's Runner (progress display, history); ``runner_class`` is
+    the Runner to build (``tools/train.py``'s quiet one)."""
     if number > 1 and not is_done(cfg, number - 1):
         raise StageError(f"stage {number} ({cfg.stages[number - 1].get('name', '?')}) starts from stage "
                          f"{number - 1}'s output, but {stage_dir(cfg, number - 1) / DONE_FILE} does not exist: "
@@ -107,7 +109,7 @@ def run_stage(cfg: Config, number: int, resume: bool = False, amp: bool = False,
         enable_amp(scfg)
     scfg.load_from = None
     scfg.resume = bool(resume and (stage_dir(cfg, number) / "last_checkpoint").is_file())
-    runner = Runner.from_cfg(scfg)
+    runner = runner_class.from_cfg(scfg)
     add_default_hooks(runner, scfg)  # RNG state in checkpoints, non-finite loss guard, teacher cache
     for hook in hooks(number) if hooks else []:
         runner.register_hook(hook)
@@ -121,15 +123,16 @@ def run_stage(cfg: Config, number: int, resume: bool = False, amp: bool = False,
     return output
 
 
-def run_stages(cfg: Config, resume: bool = False, only: int | None = None, amp: bool = False, hooks=None) -> Path:
+def run_stages(cfg: Config, resume: bool = False, only: int | None = None, amp: bool = False, hooks=None,
+               runner_class: type[Runner] = Runner) -> Path:
     """All stages in order (finished ones skipped with ``resume``), or stage ``only``."""
     if only is not None:
-        return run_stage(cfg, only, resume=resume, amp=amp, hooks=hooks)
+        return run_stage(cfg, only, resume=resume, amp=amp, hooks=hooks, runner_class=runner_class)
     output = None
     for number in range(1, len(cfg.stages) + 1):
         if resume and is_done(cfg, number):
             print(f"stage {number} ({cfg.stages[number - 1].get('name', '?')}) already finished: skipped")
             output = resolve_checkpoint(stage_dir(cfg, number))
             continue
-        output = run_stage(cfg, number, resume=resume, amp=amp, hooks=hooks)
+        output = run_stage(cfg, number, resume=resume, amp=amp, hooks=hooks, runner_class=runner_class)
     return output

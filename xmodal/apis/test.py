@@ -6,12 +6,11 @@ import argparse
 import json
 from pathlib import Path
 
-from mmengine.runner import Runner
-
 from xmodal.apis.config import CfgOptionsAction, config_errors, load_config, require_keys
 from xmodal.apis.errors import cli_errors
 from xmodal.apis.stages import is_staged, stage_dir, test_config
 from xmodal.engine.checkpoint import atomic_write_bytes, load_weights, resolve_checkpoint
+from xmodal.engine.console import TestRunner
 from xmodal.engine.unwrap import unwrap
 from xmodal.evaluation.routing import plot_router_usage
 
@@ -22,8 +21,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("checkpoint", help="checkpoint file, or a work dir to use its best_*.pth")
     parser.add_argument("--out", help="write the metrics to this JSON file")
     parser.add_argument("--router-plot", help="MST-Distill: where to write the router usage plot "
-                        "(default: <work dir>/router_usage.png)")
-    parser.add_argument("--work-dir", help="where the test logs go (default: work_dirs/<config name>)")
+                        "(default: <work dir>/test_<timestamp>/router_usage.png)")
+    parser.add_argument("--work-dir", help="the test's log, config and scalars go to <work dir>/test_<timestamp>/ "
+                        "(default work dir: work_dirs/<config name>)")
     parser.add_argument("--cfg-options", nargs="+", action=CfgOptionsAction,
                         help="override config keys: key=value ...")
     parser.add_argument("--launcher", choices=["none", "pytorch", "slurm", "mpi"], default="none")
@@ -46,7 +46,7 @@ def evaluate(config: str, checkpoint: str, out: str | None = None, work_dir: str
     path = resolve_checkpoint(checkpoint)
     cfg.load_from, cfg.resume = None, False
     with config_errors(cfg):  # a bad type or argument deep in the model: named by its config key
-        runner = Runner.from_cfg(cfg)
+        runner = TestRunner.from_cfg(cfg)
         model = unwrap(runner.model)
         load_weights(model, path, what="model")
         metrics = {k: float(v) for k, v in runner.test().items()}
@@ -57,7 +57,7 @@ def evaluate(config: str, checkpoint: str, out: str | None = None, work_dir: str
         atomic_write_bytes(json.dumps(report, indent=2).encode(), Path(out))
     for metric in runner.test_loop.evaluator.metrics:
         if getattr(metric, "usage_by_class", None) is not None:
-            plot = Path(router_plot or Path(runner.work_dir) / "router_usage.png")
+            plot = Path(router_plot or Path(runner.log_dir) / "router_usage.png")
             classes = (metric.dataset_meta or {}).get("classes")
             plot_router_usage(metric.usage_by_class, metric.expert_names, classes, plot)
             print(f"router usage per class: {plot}")

@@ -5,7 +5,9 @@
 
 ``PAIRS.csv`` has the header ``query,gallery`` and one positive pair of 0-based row indices per line;
 a query with several positives has several lines. ``q2g`` ranks the gallery for every query;
-``both`` adds ``g2q``: every gallery row as a query, the queries paired with it as its positives.
+``both`` adds ``g2q``: every gallery row that some pair names as a query, the queries paired with it as
+its positives (gallery rows without a pair are left out and counted). A k at or above the gallery size
+gives 100 % by construction: a warning says so and the table marks the column "capped".
 Recall@k of a query is 1 when any positive is among its k nearest rows by cosine similarity.
 """
 
@@ -14,6 +16,7 @@ from __future__ import annotations
 import argparse
 import csv
 import json
+import sys
 from pathlib import Path
 
 import numpy as np
@@ -113,15 +116,40 @@ def evaluate(args: argparse.Namespace) -> dict:
         common.update(nlist=args.nlist, nprobe=args.nprobe)
     results: dict = {"queries": args.queries, "gallery": args.gallery, "pairs": args.pairs, "index": args.index,
                      "k": list(args.k), "num_pairs": len(pair_q)}
-    runs = [("q2g", queries, gallery, pair_q, pair_g, (args.queries, args.gallery))]
+    runs = [("q2g", queries, gallery, pair_q, pair_g, (args.queries, args.gallery), None, 0)]
     if args.direction == "both":
-        runs.append(("g2q", gallery, queries, pair_g, pair_q, (args.gallery, args.queries)))
-    for direction, q, g, pq, pg, names in runs:
+        # g2q: a gallery row nobody paired with (the usual case: a gallery larger than the query set)
+        # has nothing to retrieve; it is left out and counted, not an error
+        paired = np.unique(pair_g)
+        position = np.full(len(gallery), -1, dtype=np.int64)
+        position[paired] = np.arange(len(paired))
+        runs.append(("g2q", np.asarray(gallery[paired]), queries, position[pair_g], pair_q,
+                     (args.gallery, args.queries), ("gallery row", paired.tolist()), len(gallery) - len(paired)))
+    for direction, q, g, pq, pg, names, ids, unpaired in runs:
         try:
-            results[direction] = recall_at_k_pairs(q, g, pq, pg, args.k, names=names, **common)
+            results[direction] = recall_at_k_pairs(q, g, pq, pg, args.k, names=names, row_ids=(ids, None), **common)
         except ValueError as err:
             raise ValueError(f"{direction}: {err}") from None
+        results[direction]["skipped_no_positive"] = unpaired
+        results[direction]["capped_k"] = [k for k in args.k if k >= results[direction]["num_gallery"]]
     return results
+
+
+def warnings_for(results: dict) -> list[str]:
+    """What a reader of the table must know: rows left out, and recalls that are 100 % by construction."""
+    lines = []
+    g2q = results.get("g2q")
+    if g2q and g2q["skipped_no_positive"]:
+        lines.append(f"note: g2q: {g2q['skipped_no_positive']} gallery row(s) have no positive in {results['pairs']} "
+                     f"and were left out as g2q queries")
+    for direction in ("q2g", "g2q"):
+        capped = results.get(direction, {}).get("capped_k")
+        if capped:
+            size = results[direction]["num_gallery"]
+            lines.append(f"warning: {direction}: k = {', '.join(map(str, capped))} >= the gallery size {size}: every "
+                         f"query finds a positive among all {size} rows, so R@k is 100 % by construction; those "
+                         f"columns are marked 'capped'")
+    return lines
 
 
 def print_table(results: dict, ks: list[int]) -> None:
@@ -129,15 +157,19 @@ def print_table(results: dict, ks: list[int]) -> None:
     from rich.table import Table
 
     table = Table(title=f"Recall@K ({results['index']} index, cosine similarity)")
-    for name in ("direction", "queries", "gallery", *(f"R@{k}" for k in ks), "skipped q/g"):
+    capped = {k for d in ("q2g", "g2q") for k in results.get(d, {}).get("capped_k", [])}
+    for name in ("direction", "queries", "gallery", *(f"R@{k}" + (" (capped)" if k in capped else "") for k in ks),
+                 "skipped q/g"):
         table.add_column(name, justify="left" if name == "direction" else "right")
     for direction in ("q2g", "g2q"):
         if direction in results:
             r = results[direction]
             table.add_row(direction, str(r["num_queries"]), str(r["num_gallery"]),
-                          *(f"{100 * r[f'recall@{k}']:.2f}" for k in ks),
-                          f"{r['skipped_queries']}/{r['skipped_gallery']}")
+                          *(f"{100 * r[f'recall@{k}']:.2f}" + ("*" if k in r["capped_k"] else "") for k in ks),
+                          f"{r['skipped_queries'] + r['skipped_no_positive']}/{r['skipped_gallery']}")
     Console().print(table)
+    for line in warnings_for(results):
+        print(line, file=sys.stderr)
 
 
 def write_json(results: dict, path: str) -> None:

@@ -4,16 +4,20 @@
 from __future__ import annotations
 
 import json
+import numbers
 import random
 from pathlib import Path
 
 import numpy as np
 import torch
+from mmengine.fileio import dump
 from mmengine.hooks import Hook
+from mmengine.hooks import LoggerHook as MMEngineLoggerHook
 
 import xmodal.engine.checkpoint_hook  # noqa: F401  (registers xmodal's CheckpointHook)
 from xmodal.engine.checkpoint import atomic_write_bytes, load_checkpoint_file, save_checkpoint_file
 from xmodal.engine.unwrap import unwrap
+from xmodal.errors import CheckpointError
 from xmodal.registry import HOOKS
 
 
@@ -136,3 +140,52 @@ class ProgressBarHook(Hook):
     def after_val_epoch(self, runner, metrics=None) -> None:
         if self.progress is not None and metrics and "accuracy" in metrics:
             self.progress.update(self.task_id, status=f"val acc {metrics['accuracy']:.3f}")
+
+
+def _prefixed(tag: dict, prefix: str) -> dict:
+    return {f"{prefix}/{key}": value for key, value in tag.items()}
+
+
+@HOOKS.register_module(name="LoggerHook")
+class PrefixedLoggerHook(MMEngineLoggerHook):
+    """mmengine's ``LoggerHook`` (same arguments) whose validation and test scalars are written as
+    ``val/<name>`` and ``test/<name>`` (scalars.json, TensorBoard), apart from the training ones; the
+    log lines are unchanged."""
+
+    def after_val_epoch(self, runner, metrics=None) -> None:
+        tag, log_str = runner.log_processor.get_log_after_epoch(runner, len(runner.val_dataloader), "val")
+        runner.logger.info(log_str)
+        training = not (isinstance(runner._train_loop, dict) or runner._train_loop is None)
+        step = (runner.epoch if self.log_metric_by_epoch else runner.iter) if training else 0
+        runner.visualizer.add_scalars(_prefixed(tag, "val"), step=step, file_path=self.json_log_path)
+
+    def after_test_epoch(self, runner, metrics=None) -> None:
+        tag, log_str = runner.log_processor.get_log_after_epoch(runner, len(runner.test_dataloader), "test",
+                                                                with_non_scalar=True)
+        runner.logger.info(log_str)
+        tag = _prefixed(tag, "test")
+        dump(self._process_tags(tag), str(Path(runner.log_dir) / self.json_log_path))
+        scalars = {k: v for k, v in tag.items() if isinstance(v, numbers.Real) and not isinstance(v, bool)}
+        runner.visualizer.add_scalars(scalars, step=0, file_path=self.json_log_path)
+
+
+@HOOKS.register_module()
+class ResumeScheduleCheck(Hook):
+    """A resumed run continues its checkpoint's learning-rate schedule (mmengine restores the schedulers'
+    state, their length included), so a resume with another number of epochs would train on the old
+    schedule without a word. Such a resume is refused, saying what to do instead."""
+
+    def after_load_checkpoint(self, runner, checkpoint: dict) -> None:
+        saved = checkpoint.get("param_schedulers")
+        current = runner.param_schedulers
+        if not runner.cfg.get("resume") or not isinstance(saved, list) or not isinstance(current, list):
+            return
+        for i, (state, scheduler) in enumerate(zip(saved, current)):
+            if not hasattr(scheduler, "end") or not isinstance(state, dict):
+                continue
+            if state.get("end") != scheduler.end or state.get("T_max", None) != getattr(scheduler, "T_max", None):
+                raise CheckpointError(
+                    f"--resume: param_scheduler[{i}]: the checkpoint's schedule ends at step {state.get('end')}, this "
+                    f"run's at step {scheduler.end} (train_cfg.max_epochs={runner.max_epochs}); a resumed run "
+                    f"continues its checkpoint's schedule. Resume with the train_cfg.max_epochs the run started "
+                    f"with, or start a new run from its weights: --cfg-options load_from=CHECKPOINT without --resume")

@@ -27,6 +27,7 @@ class ModalityClassifier(TaskModel):
 
     output_keys = ("logits", "embedding")
     task_loss_names = ("loss_ce",)
+    catalogue_input = "batch dict {modality: what its encoder takes, 'label': (B,)}"
 
     def __init__(self, encoders: dict, head: dict, fusion: dict | None = None, label_smoothing: float = 0.0,
                  data_preprocessor: dict | None = None, init_cfg: dict | None = None) -> None:

@@ -88,6 +88,7 @@ class TextTower(nn.Module):
 @MODELS.register_module()
 class DualEncoder(TaskModel):
     modalities = ("image", "text")
+    catalogue_input = "batch dict {'image': (B, 3, H, W), 'text': token ids (B, L)}"
     output_keys = ("image_embedding", "text_embedding", "logit_scale")
     task_loss_names = ("loss_itc",)
 

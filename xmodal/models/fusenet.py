@@ -141,6 +141,8 @@ class FuseNetSegmenter(TaskModel):
         init: ``"official"`` (see :func:`official_init`) or ``"pytorch"`` (the layers' defaults).
     """
 
+    catalogue_input = "batch dict {modality: (B, C_m, H, W)} for each of modalities"
+
     output_keys = ("logits", "embedding")
     task_loss_names = ("loss_ce",)
 

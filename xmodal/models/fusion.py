@@ -26,6 +26,8 @@ def drop_modalities(features: dict[str, torch.Tensor], p: float, training: bool)
 class ConcatFusion(nn.Module):
     """Concatenate in a fixed modality order, then ``fc1`` (Linear + ReLU)."""
 
+    catalogue_input = "{modality: (B, D_m)}"
+
     def __init__(self, in_dims: dict[str, int], out_dim: int = 128, dropout: float = 0.0,
                  modality_dropout: float = 0.0) -> None:
         super().__init__()
@@ -45,6 +47,8 @@ class ConcatFusion(nn.Module):
 class AttentionFusion(nn.Module):
     """One token per modality (projected to ``dim``, plus a learned modality embedding), a
     transformer encoder layer across the tokens, then mean pooling."""
+
+    catalogue_input = "{modality: (B, D_m)}"
 
     def __init__(self, in_dims: dict[str, int], dim: int = 128, num_heads: int = 4, num_layers: int = 1,
                  dropout: float = 0.0, modality_dropout: float = 0.0) -> None:

@@ -33,6 +33,8 @@ class MLPFusion(nn.Module):
     The concatenated features pass through ``concat`` (an identity), so a hook or mask can reach them.
     """
 
+    catalogue_input = "{modality: (B, D_m)}"
+
     def __init__(self, in_dims: dict[str, int], hidden_dims: Sequence[int] = (320, 160),
                  order: Sequence[str] | None = None, dropout: float = 0.0, modality_dropout: float = 0.0,
                  activation: bool = True) -> None:

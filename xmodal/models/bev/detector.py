@@ -71,6 +71,9 @@ class BEVDetector(TaskModel):
             in ``grid``, ``class_names`` and input channels).
     """
 
+    catalogue_input = ("batch dict {'points': list of B (N_i, 5) tensors} (lidar), {'images': (B, N_cam, 3, H, W), "
+                       "'intrinsics', 'lidar2cam'} (camera), or both (fusion)")
+
     output_keys = ("bev_low", "bev_high", "heatmap", "regression")
     task_loss_names = ("loss_heatmap", "loss_bbox")
 

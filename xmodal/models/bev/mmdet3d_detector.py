@@ -61,6 +61,8 @@ class MMDet3DDetector(TaskModel):
     own ``data_preprocessor``, run inside.
     """
 
+    catalogue_input = "batch dict {'points': list of B (N_i, C) tensors, ...} (as the mmdet3d model's)"
+
     def __init__(self, detector: Mapping | str, class_names: Sequence[str],
                  features: Mapping[str, str] | None = None, checkpoint: str | None = None,
                  data_preprocessor: dict | None = None, init_cfg: dict | None = None) -> None:

@@ -30,6 +30,8 @@ class SpectrogramCNN(nn.Module):
     ``norm``: "batch" (default), "group" (identical in train and eval mode) or "none".
     """
 
+    catalogue_input = "(B, in_channels, H, W), e.g. a log-mel spectrogram"
+
     def __init__(self, in_channels: int = 1, channels: Sequence[int] = (32, 64, 128), out_dim: int = 128,
                  dropout: float = 0.0, norm: str = "batch") -> None:
         super().__init__()

@@ -26,6 +26,8 @@ class FeatureMLP(nn.Module):
         dropout: before each layer (0 in the official models).
     """
 
+    catalogue_input = "(B, in_dim)"
+
     def __init__(self, in_dim: int, hidden_dims: Sequence[int] = (1024, 512), dropout: float = 0.0) -> None:
         super().__init__()
         if in_dim < 1 or any(d < 1 for d in hidden_dims):

@@ -12,6 +12,8 @@ from xmodal.registry import MODELS
 class LeNet5(nn.Module):
     """LeNet-5 (the AV-MNIST image encoder): two conv+pool stages, then 120 -> ``out_dim`` units."""
 
+    catalogue_input = "(B, in_channels, input_size, input_size), input_size >= 12"
+
     def __init__(self, in_channels: int = 1, input_size: int = 28, out_dim: int = 84) -> None:
         super().__init__()
         self.out_dim = out_dim
@@ -38,6 +40,8 @@ class TimmImageEncoder(nn.Module):
 
     Weights: ``pretrained=False`` (random) or ``checkpoint`` = a local file; nothing is downloaded.
     """
+
+    catalogue_input = "(B, in_channels, H, W)"
 
     def __init__(self, model_name: str = "resnet18", in_channels: int = 3, checkpoint: str | None = None,
                  **kwargs) -> None:

@@ -12,6 +12,8 @@ from xmodal.registry import MODELS
 class ClsHead(nn.Module):
     """Optional hidden layer, dropout, then the ``fc`` layer that produces the logits."""
 
+    catalogue_input = "(B, in_dim)"
+
     def __init__(self, in_dim: int, num_classes: int, hidden_dim: int | None = None, dropout: float = 0.0) -> None:
         super().__init__()
         layers: list[nn.Module] = []
