@@ -44,7 +44,7 @@ def test_quick_demo_writes_summary(tmp_path, digits_av_root):
     assert teacher["labelled"] is None and teacher["subset"]["part"] == 0 and student["subset"]["part"] == 1
     assert student["num_labelled"] < 0.15 * student["num_samples"]
     assert (out / "summary.png").stat().st_size > 10_000
-    assert "student_mst_distill" in stdout and "gain vs no_kd" in stdout
+    assert "student_mst_distill" in stdout and "gain (pt)" in stdout
     stage3 = out / "labelled_0.1" / "student_mst_distill" / "stage3"
     assert (stage3 / "stage_done.json").is_file() and (stage3 / "router_usage.jsonl").is_file()
 

@@ -100,7 +100,8 @@ def _break(fault: str, root: Path, arrays: dict, labels: np.ndarray, meta: dict,
         np.save(root / f"{name}.npy", bad)
     elif fault == "label_range":
         bad = labels.copy()
-        bad[draw(st.integers(0, n - 1))] = draw(st.sampled_from([-1, len(meta["classes"]), 10**6]))
+        # −1 is valid (an unlabelled sample); below it or past the last class is not
+        bad[draw(st.integers(0, n - 1))] = draw(st.sampled_from([-2, len(meta["classes"]), 10**6]))
         np.save(root / "labels.npy", bad)
     elif fault == "label_float":
         np.save(root / "labels.npy", labels.astype(np.float64))
