@@ -24,7 +24,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from xmodal.distill.losses.checks import check_logit_pair, check_temperature
+from xmodal.distill.losses.checks import check_logit_pair, check_target, check_temperature
 from xmodal.distill.losses.kd import soft_kl
 from xmodal.registry import MODELS
 
@@ -47,11 +47,7 @@ class DHOLoss(nn.Module):
         return f"temperature={self.temperature}, lam={self.lam}, kd_reduction={self.kd_reduction!r}"
 
     def _check_target(self, target: torch.Tensor | None, b: int, c: int) -> None:
-        if target is None or target.shape != (b,) or (
-                target.numel() and (int(target.min()) < UNLABELLED or int(target.max()) >= c)):
-            got = "None" if target is None else f"shape {tuple(target.shape)}, values {target.unique().tolist()[:10]}"
-            raise ValueError(f"DHOLoss: target must have shape ({b},) with values in [0, {c - 1}] or −1 "
-                             f"(unlabelled); got {got}")
+        check_target("DHOLoss", target, c, b, unlabelled=True)
 
     def forward(self, student_logits: torch.Tensor, teacher_logits: torch.Tensor,
                 target: torch.Tensor | None = None, main_logits: torch.Tensor | None = None) -> torch.Tensor:
