@@ -23,6 +23,7 @@ import re
 import socket
 import subprocess
 import sys
+import time
 import wave
 from collections.abc import Callable
 from pathlib import Path
@@ -854,6 +855,7 @@ def c23(ws):
     (ws / "first").rename(ws / "work")
     (ws / "work" / "last_checkpoint").write_text(str(ws / "work" / "epoch_1.pth"))
     (ws / "work" / "cosine.py").unlink()  # the Runner rewrites its config dump on every start
+    time.sleep(1.1)  # the resumed run's log dir is named by the second it starts: not the first run's
     return _train(ws, "cosine.py", "train_cfg.max_epochs=2", "--resume")
 
 

@@ -10,23 +10,18 @@ A comparison config names ``student_config`` (a Distiller config whose losses ar
 from __future__ import annotations
 
 import argparse
-import io
 import json
 import logging
-import time
 from pathlib import Path
 
 from mmengine.config import Config
 
 import xmodal.engine  # noqa: F401  (atomic checkpoint writes, trusted loading)
 from xmodal.apis.config import load_config, read_config, set_max_epochs
-from xmodal.apis.demo.common import mean_and_std, quiet
+from xmodal.apis.demo.common import mean_and_std, quiet, save_figure, train_best_and_test
 from xmodal.apis.errors import cli_errors
-from xmodal.apis.runner import add_default_hooks
-from xmodal.engine.checkpoint import atomic_write_bytes, load_weights, resolve_checkpoint
+from xmodal.engine.checkpoint import atomic_write_bytes
 from xmodal.engine.console import QuietRunner
-from xmodal.engine.hooks import EpochHistoryHook, ProgressBarHook
-from xmodal.engine.unwrap import unwrap
 from xmodal.errors import ConfigError
 
 
@@ -82,22 +77,13 @@ def prepare(cfg: Config, seed: int) -> None:
 
 def train_and_test(method: str, role: str, cfg: Config, progress, task_id, seed: int) -> dict:
     """Train ``cfg`` with a progress bar, test its best (validation-chosen) checkpoint: one result row."""
-    history = EpochHistoryHook()
-    runner = QuietRunner.from_cfg(cfg)
-    add_default_hooks(runner, cfg)
-    runner.register_hook(history)
-    runner.register_hook(ProgressBarHook(progress, task_id))
-    start = time.perf_counter()
-    runner.train()
-    seconds = time.perf_counter() - start
-    best = resolve_checkpoint(cfg.work_dir)
-    load_weights(unwrap(runner.model), best)
-    metrics = runner.test()
+    done = train_best_and_test(cfg, progress, task_id, runner_class=QuietRunner)
+    runner, metrics, seconds, best, history = done.runner, done.metrics, done.seconds, done.best, done.history
     progress.update(task_id, status=f"test acc {metrics['accuracy']:.3f}")
     return {"method": method, "role": role, "modalities": modalities(cfg), "seed": seed,
             "test_acc": float(metrics["accuracy"]), "test_f1": float(metrics["macro_f1"]),
             "test_kappa": float(metrics["kappa"]), "train_seconds": round(seconds, 2), "best_checkpoint": str(best),
-            "log": str(Path(runner.log_dir) / f"{runner.timestamp}.log"), "history": history.history}
+            "log": str(Path(runner.log_dir) / f"{runner.timestamp}.log"), "history": history}
 
 
 def summarise(results: list[dict], epochs: int) -> list[dict]:
@@ -155,10 +141,7 @@ def plot(results: list[dict], rows: list[dict], path: Path) -> None:
     ax_loss.set(xlabel="epoch", ylabel="mean training loss", title="training loss (each method's own total)")
     ax_val.legend(fontsize=8)
     fig.tight_layout()
-    buffer = io.BytesIO()
-    fig.savefig(buffer, format="png", dpi=110)
-    plt.close(fig)
-    atomic_write_bytes(buffer.getvalue(), path)
+    save_figure(fig, path)
 
 
 @cli_errors

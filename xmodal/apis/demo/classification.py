@@ -40,6 +40,7 @@ from xmodal.apis.demo.common import (
     needed,
     paired_gain,
     quiet,
+    save_figure,
     train_best_and_test,
 )
 from xmodal.apis.stages import is_staged, run_stages, set_stage_epochs, test_config
@@ -238,12 +239,7 @@ def plot_summary(results: list[dict], rows: list[dict], path: Path) -> None:
     ax_val.xaxis.get_major_locator().set_params(integer=True)
     ax_val.legend(fontsize=8)
     fig.tight_layout()
-    import io
-
-    buffer = io.BytesIO()
-    fig.savefig(buffer, format="png", dpi=110)
-    plt.close(fig)
-    atomic_write_bytes(buffer.getvalue(), path)
+    save_figure(fig, path)
 
 
 def print_table(console, rows: list[dict], title: str) -> None:

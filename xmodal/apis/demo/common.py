@@ -48,10 +48,11 @@ class TrainedRun:
     history: list[dict]
 
 
-def train_best_and_test(cfg: Config, progress, task_id, extra_hooks: list | None = None) -> TrainedRun:
+def train_best_and_test(cfg: Config, progress, task_id, extra_hooks: list | None = None,
+                        runner_class: type[Runner] = Runner) -> TrainedRun:
     """Train one config with a progress bar, load its best (validation-chosen) checkpoint, test it."""
     history = EpochHistoryHook()
-    runner = Runner.from_cfg(cfg)
+    runner = runner_class.from_cfg(cfg)
     add_default_hooks(runner, cfg)
     runner.register_hook(history)
     for hook in extra_hooks or []:
@@ -174,3 +175,17 @@ def run_suite(args, console, runs: list[DemoRun], dataset: str, build: Callable[
     results = run_all(runs, args.seeds, out, console,
                       lambda run, seed_out, seed, dirs: make_config(run, seed_out, seed, n_epochs, dirs), train)
     return SuiteRun(dataset, out, root, n_epochs, results)
+
+
+def save_figure(fig, path: Path) -> None:
+    """Write a matplotlib figure as PNG atomically (a killed run leaves no half-written picture) and close it."""
+    import io
+
+    import matplotlib.pyplot as plt
+
+    from xmodal.engine.checkpoint import atomic_write_bytes
+
+    buffer = io.BytesIO()
+    fig.savefig(buffer, format="png", dpi=110)
+    plt.close(fig)
+    atomic_write_bytes(buffer.getvalue(), path)
