@@ -158,6 +158,34 @@ def test_stage1_peers_are_not_detached_unless_asked():
     assert all(p.grad is None for p in model.teachers.parameters())
 
 
+def test_stage1_with_frozen_pretrained_teachers_trains_the_student_alone(tmp_path):
+    torch.manual_seed(0)
+    trained = MSTCoTrainer(student=STUDENT, teachers=TEACHERS)
+    teachers = {}
+    for name, spec in TEACHERS.items():
+        path = tmp_path / f"{name}.pth"
+        torch.save({"state_dict": trained.teachers[name].state_dict()}, path)
+        teachers[name] = dict(spec, checkpoint=str(path))
+    model = MSTCoTrainer(student=STUDENT, teachers=teachers, temperature=2.0, train_teachers=False).train()
+    assert not any(t.training for t in model.teachers.values())
+    batch = _batch()
+    losses = model(mode="loss", **batch)
+    assert set(losses) == {"loss_ce_student", "loss_kl_student"}
+    logits = {n: m(mode="tensor", **batch)["logits"] for n, m in model.members().items()}
+    probs = {n: torch.softmax(v.double() / 2.0, 1) for n, v in logits.items()}
+    kl = sum(4.0 * _kl(probs[t], probs["student"]).mean() for t in TEACHERS)
+    assert losses["loss_kl_student"].item() == pytest.approx(kl.item(), rel=1e-4)
+    sum(losses.values()).backward()
+    assert all(p.grad is None and not p.requires_grad for p in model.teachers.parameters())
+    for name in TEACHERS:  # the teachers keep their checkpoints' weights
+        for key, value in model.teachers[name].state_dict().items():
+            assert torch.equal(value, trained.teachers[name].state_dict()[key])
+    with pytest.raises(ValueError, match="name no 'checkpoint'"):
+        MSTCoTrainer(student=STUDENT, teachers=TEACHERS, train_teachers=False)
+    with pytest.raises(ValueError, match="train_teachers"):
+        MSTCoTrainer(student=STUDENT, teachers=teachers, train_teachers="no")
+
+
 def test_stage2_loss_is_kl_from_detached_student_and_trains_masks_only():
     torch.manual_seed(0)
     model = MSTMaskTrainer(student=STUDENT, teachers=TEACHERS, mask_layers=MASK_LAYERS, temperature=4.0).train()

@@ -98,6 +98,8 @@ def run_config(run: DemoRun, out: Path, seed: int, epochs: int, work_dirs: dict[
         spec.checkpoint = str(work_dirs[method])
     if not staged and cfg.model.get("type") == "Distiller":
         cfg.model.teacher_cache = dict()  # frozen teachers, fixed inputs: their outputs are computed once
+    if staged:  # mutual learning on 10 % labels would pull the teachers towards the weak student
+        cfg.stages[0].model.train_teachers = False
     if fraction is None:
         return cfg
     if _is_teacher(run):
