@@ -20,8 +20,9 @@ def _demo(tmp_path, *args):
 
 
 def test_quick_demo_writes_summary(tmp_path, digits_av_root):
-    out, summary, stdout = _demo(tmp_path, "--quick")
+    out, summary, stdout = _demo(tmp_path, "--quick", "--epochs", "1")  # the rows and files, not the figures
     assert summary["dataset"] == "digits-av" and summary["seeds"] == [0] and summary["quick"] is True
+    assert summary["epochs"] == 1
     assert summary["labelled"] == [0.1] and summary["teacher_labels"] == "disjoint"
     rows = {r["method"]: r for r in summary["results"]}
     assert set(rows) == {"teacher_fusion", "audio_only", "student_no_kd", "student_kd", "student_kd_multi",
