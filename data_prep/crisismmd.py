@@ -22,7 +22,8 @@ Mode (b) also needs ``pip install ftfy emoji`` for the official text cleaning.
 
 Written: ``image.npy`` N×2048 and ``text.npy`` N×768 float32, ``labels.npy``, ``splits.json`` (the
 official MST-Distill split by default), ``meta.json``; mode (b) adds ``samples.tsv`` (tweet id,
-image path, label per row).
+image path, label per row). In mode (b) a truncated or unreadable image stops the conversion with its
+path; ``--skip-bad`` leaves its tweet out instead and lists it in ``meta.json`` ``skipped``.
 
     python data_prep/crisismmd.py --features CMMD-V2/CMMD_data.pth --out data/crisismmd
     python data_prep/crisismmd.py --src CrisisMMD_v2.0 --image-model resnet50-0676ba61.pth \\
@@ -47,6 +48,7 @@ if __package__ in (None, ""):  # run as a script: make the repository importable
 
 from xmodal.apis.errors import cli_errors  # noqa: E402
 from xmodal.data.provenance import provenance  # noqa: E402
+from xmodal.data.skipped import SkippedSources, add_skip_bad_argument, drop_from_splits  # noqa: E402
 from xmodal.data.writer import (  # noqa: E402
     DatasetExistsError,
     add_common_arguments,
@@ -318,7 +320,9 @@ def load_text_model(path: str | Path, tokenizer_path: str | Path | None = None):
     return tokenizer, model.eval()
 
 
-def _image_tensor(path: Path, record: dict, transform):
+def load_image(path: Path, record: dict):
+    """The tweet's image as RGB (decoded whole, so a truncated file fails here); a missing or unreadable
+    file raises ``DatasetFormatError`` naming it."""
     from PIL import Image, UnidentifiedImageError
 
     if not path.is_file():
@@ -326,14 +330,17 @@ def _image_tensor(path: Path, record: dict, transform):
                                  f"line {record['line']})")
     try:
         with Image.open(path) as image:
-            return transform(image.convert("RGB"))
-    except (UnidentifiedImageError, OSError) as err:
-        raise DatasetFormatError(path, "image", f"not a readable image ({err})") from err
+            return image.convert("RGB")
+    except (UnidentifiedImageError, OSError, SyntaxError, ValueError) as err:  # PIL's errors for damaged files
+        raise DatasetFormatError(path, "image", f"not a readable image ({err}; tweet {record['tweet_id']}, "
+                                 f"{record['file']} line {record['line']})") from err
 
 
 def extract_features(src: Path, records: Sequence[dict], image_model, tokenizer, text_model, device: str,
-                     batch_size: int = 32) -> tuple[np.ndarray, np.ndarray]:
-    """Image and text features for ``records`` in order, a batch at a time."""
+                     batch_size: int = 32, skipped: SkippedSources | None = None
+                     ) -> tuple[np.ndarray, np.ndarray, list[int]]:
+    """Image and text features for ``records`` in order, a batch at a time, and the positions of the
+    records they are for: all of them, or with ``skipped`` skipping, those whose image is readable."""
     import torch
     from torchvision import transforms
 
@@ -342,12 +349,26 @@ def extract_features(src: Path, records: Sequence[dict], image_model, tokenizer,
         transforms.ToTensor(),
         transforms.Normalize(IMAGENET_MEAN, IMAGENET_STD),
     ])
+    skipped = skipped if skipped is not None else SkippedSources(False)
     image_model, text_model = image_model.to(device), text_model.to(device)
-    image_parts, text_parts = [], []
+    image_parts, text_parts, kept = [], [], []
     with torch.inference_mode():
         for start in range(0, len(records), batch_size):
-            batch = records[start:start + batch_size]
-            pixels = torch.stack([_image_tensor(src / r["image"], r, transform) for r in batch]).to(device)
+            tensors, batch = [], []
+            for position, record in enumerate(records[start:start + batch_size], start):
+                path = src / record["image"]
+                if not path.is_file():  # not skipped: a missing file means an incomplete release
+                    load_image(path, record)  # raises, naming the file
+                try:
+                    tensors.append(transform(load_image(path, record)))
+                except DatasetFormatError as err:
+                    skipped.handle(err, record["tweet_id"])
+                    continue
+                batch.append(record)
+                kept.append(position)
+            if not batch:
+                continue
+            pixels = torch.stack(tensors).to(device)
             image_parts.append(image_model(pixels).float().cpu().numpy())
             texts = [normalize_tweet(r["text"]) for r in batch]
             # one padded batch with an attention mask gives each tweet the features it gets alone
@@ -358,7 +379,9 @@ def extract_features(src: Path, records: Sequence[dict], image_model, tokenizer,
                 raise DatasetFormatError(src, "text model", "has no pooler; the official features are BERTweet's "
                                          "pooler_output")
             text_parts.append(output.pooler_output.float().cpu().numpy())
-    return np.concatenate(image_parts), np.concatenate(text_parts)
+    if not kept:
+        raise DatasetFormatError(src, "skipped", f"all {len(records)} images are unreadable; nothing to write")
+    return np.concatenate(image_parts), np.concatenate(text_parts), kept
 
 
 # -- conversion ------------------------------------------------------------------------------------
@@ -391,9 +414,12 @@ def convert_raw(src: str | Path, out: str | Path, image_model: str | Path, text_
                 tokenizer: str | Path | None = None, image_arch: str = "resnet50",
                 annotations: str | Path | None = None, label_column: str = "label", skip_unknown_labels: bool = False,
                 device: str | None = None, batch_size: int = 32, splits: dict[str, Sequence[int]] | None = None,
-                split_group: int = 0, force: bool = False, split_file: str | Path | None = None) -> Path:
+                split_group: int = 0, force: bool = False, split_file: str | Path | None = None,
+                skip_bad: bool = False) -> Path:
     """Mode (b): the CrisisMMD v2.0 release at ``src`` + local models -> ``out``. ``split_file``: where
-    ``splits`` came from (recorded in ``meta.json``)."""
+    ``splits`` came from (recorded in ``meta.json``). ``splits`` and the official split are over all
+    annotated tweets; ``skip_bad`` leaves out tweets whose image is unreadable (listed in meta.json
+    ``skipped``) and renumbers the others."""
     import torch
 
     refuse_existing(out, force)
@@ -406,15 +432,20 @@ def convert_raw(src: str | Path, out: str | Path, image_model: str | Path, text_
     device = device or ("cuda" if torch.cuda.is_available() else "cpu")
     image_net = load_image_model(image_model, image_arch)
     tok, text_net = load_text_model(text_model, tokenizer)
-    image, text = extract_features(src, records, image_net, tok, text_net, device, batch_size)
+    skipped = SkippedSources(skip_bad, src)
+    image, text, kept = extract_features(src, records, image_net, tok, text_net, device, batch_size, skipped)
+    splits, protocol = _splits(len(records), splits, split_group)  # over all tweets: a skipped one moves no other
+    if skipped:
+        splits = drop_from_splits(splits, kept, src)
+        protocol += f"; {len(skipped)} unreadable sample(s) skipped, the others renumbered"
+        records = [records[i] for i in kept]
     labels = np.asarray([r["label"] for r in records], dtype=np.int64)
-    splits, protocol = _splits(len(labels), splits, split_group)
     table = "tweet_id\timage\tlabel\n" + "".join(f"{r['tweet_id']}\t{r['image']}\t{CLASSES[r['label']]}\n"
                                                   for r in records)
     meta = {"split_protocol": protocol, "features": _FEATURE_NOTE,
             "image_model": f"{image_arch}: {Path(image_model).name}", "text_model": Path(text_model).name,
             "annotations": [f.name for f in files], "label_column": label_column, "samples": "samples.tsv",
-            **provenance([*files, split_file], root=src)}
+            **skipped.meta(), **provenance([*files, split_file], root=src)}
     return write_dataset(out, {"image": image, "text": text}, labels, CLASSES, NAME, f"{src.name} (raw release)",
                          splits, extra_meta=meta, extra_files={"samples.tsv": table}, force=force)
 
@@ -439,10 +470,13 @@ def main(argv: Sequence[str] | None = None) -> int:
                         help="(b) drop rows whose label is not one of the 8 classes instead of failing")
     parser.add_argument("--device", help="(b) torch device for feature extraction (default: cuda if available)")
     parser.add_argument("--batch-size", type=int, default=32, help="(b) samples per extraction step")
+    add_skip_bad_argument(parser)
     add_common_arguments(parser)
     args = parser.parse_args(argv)
     if args.src and not (args.image_model and args.text_model):
         parser.error("--src needs --image-model and --text-model (local files; nothing is downloaded)")
+    if args.skip_bad and args.features:
+        parser.error("--skip-bad skips tweets of the raw release (--src); --features is one file")
     try:
         splits = None
         if args.features:
@@ -459,7 +493,8 @@ def main(argv: Sequence[str] | None = None) -> int:
                 splits = read_split_file(args.split_file, num, args.split_group)
             out = convert_raw(args.src, args.out, args.image_model, args.text_model, args.tokenizer, args.image_arch,
                               args.annotations, args.label_column, args.skip_unknown_labels, args.device,
-                              max(1, args.batch_size), splits, args.split_group, args.force, split_file=args.split_file)
+                              max(1, args.batch_size), splits, args.split_group, args.force, split_file=args.split_file,
+                              skip_bad=args.skip_bad)
     except (DatasetFormatError, DatasetExistsError, ImportError) as err:
         print(f"error: {err}", file=sys.stderr)
         return 2
@@ -468,6 +503,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     num = len(np.load(out / "labels.npy", mmap_mode="r"))
     print(f"wrote {out}: {num} samples, image {meta['modalities']['image']['shape']}, "
           f"text {meta['modalities']['text']['shape']}, {len(meta['classes'])} classes, splits {sizes}")
+    if meta.get("skipped"):
+        print(f"note: skipped {len(meta['skipped'])} tweet(s) with unreadable images (listed in meta.json 'skipped')",
+              file=sys.stderr)
     return 0
 
 

@@ -61,7 +61,9 @@ if __package__ in (None, ""):  # run as a script: make the repository importable
     sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from xmodal.apis.errors import cli_errors  # noqa: E402
+from xmodal.data.integrity import truncation  # noqa: E402
 from xmodal.data.provenance import provenance  # noqa: E402
+from xmodal.data.skipped import SkippedSources, add_skip_bad_argument  # noqa: E402
 from xmodal.data.writer import DatasetExistsError, refuse_existing, sha256_of  # noqa: E402
 from xmodal.errors import DatasetFormatError  # noqa: E402
 from xmodal.evaluation.detection import DETECTION_NAMES  # noqa: E402
@@ -297,15 +299,35 @@ def scene_splits(tables: NuScenesTables, split_file: str | Path | None = None,
 
 
 # -- conversion --------------------------------------------------------------------------------------
+def points_problem(path: Path) -> str | None:
+    """Why a .pcd.bin cannot be a point file (empty, or cut inside a point), from its size alone."""
+    size = path.stat().st_size
+    if size == 0:
+        return "empty file (0 bytes); expected float32 x 5 per point"
+    if size % (4 * RAW_POINT_DIMS):
+        return (f"size {size} bytes is not a multiple of {4 * RAW_POINT_DIMS} (float32 x 5: x, y, z, intensity, "
+                "ring); truncated?")
+    return None
+
+
+def unreadable(path: Path) -> tuple[str, str] | None:
+    """(field, problem) of a sample's file that is cut short or empty, or None. Cheap: the size of a point
+    file, the header and tail of an image (images are linked, not decoded)."""
+    if path.name.endswith(".bin"):
+        problem = points_problem(path)
+        return ("points", problem) if problem else None
+    problem = truncation(path)
+    return ("image", problem) if problem else None
+
+
 def read_points(path: Path) -> np.ndarray:
     """A .pcd.bin as (N, 5) float32: x, y, z, intensity, ring."""
     if not path.is_file():
         raise DatasetFormatError(path, "lidar", "point file missing")
-    raw = np.fromfile(path, dtype="<f4")
-    if raw.size % RAW_POINT_DIMS:
-        raise DatasetFormatError(path, "points", f"size {raw.size * 4} bytes is not a multiple of "
-                                 f"{4 * RAW_POINT_DIMS} (float32 x 5: x, y, z, intensity, ring)")
-    return raw.reshape(-1, RAW_POINT_DIMS)
+    problem = points_problem(path)
+    if problem:
+        raise DatasetFormatError(path, "points", problem)
+    return np.fromfile(path, dtype="<f4").reshape(-1, RAW_POINT_DIMS)
 
 
 def sweep_records(tables: NuScenesTables, lidar_sd: dict, sweeps: int) -> list[dict]:
@@ -392,8 +414,11 @@ def sample_files(tables: NuScenesTables, sample: dict, cameras: Sequence[str], s
 
 def convert(root: str | Path, out: str | Path, version: str = "v1.0-mini", cameras: Sequence[str] = CAMERAS,
             split_file: str | Path | None = None, val_scenes: str | Path | None = None, sweeps: int = 0,
-            skip_missing_files: bool = False, link: bool = True, force: bool = False) -> tuple[Path, dict]:
-    """A nuScenes root -> a detection dataset at ``out``; returns it and a summary."""
+            skip_missing_files: bool = False, link: bool = True, force: bool = False,
+            skip_bad: bool = False) -> tuple[Path, dict]:
+    """A nuScenes root -> a detection dataset at ``out``; returns it and a summary. A sample with a missing
+    file stops the conversion unless ``skip_missing_files``; one with a truncated or empty point file or
+    image unless ``skip_bad``. Skipped samples are listed in meta.json ``skipped``."""
     from xmodal.data.detection import write_detection_dataset
 
     out = refuse_existing(out, force)  # before reading ~1 GB of tables
@@ -406,18 +431,28 @@ def convert(root: str | Path, out: str | Path, version: str = "v1.0-mini", camer
     splits, split_source = scene_splits(tables, split_file, val_scenes)
     # the sample list and every file it needs are known before anything is written
     plan, split_ids, skipped, scenes = [], {}, [], {}
+    sources = SkippedSources(skip_bad, tables.root)
     for split, names in splits.items():
         for name in names:
             scene = tables.scene_by_name[name]
             log = tables.get("log", scene["log_token"], f"scene[{name}].log_token")
             kept = 0
             for sample in tables.scene_samples(scene):
-                missing = [p for p in sample_files(tables, sample, cameras, sweeps) if not p.is_file()]
+                files = sample_files(tables, sample, cameras, sweeps)
+                missing = [p for p in files if not p.is_file()]
                 if missing:
                     if not skip_missing_files:
                         raise DatasetFormatError(missing[0], "file", f"missing (sample {sample['token']}, scene "
                                                  f"{name}); {len(missing)} of this sample's files are missing; is "
                                                  "the root complete? (--skip-missing-files leaves such samples out)")
+                    sources.add(missing[0], f"file: missing ({len(missing)} of the sample's files)", sample["token"])
+                    skipped.append(sample["token"])
+                    continue
+                bad = next(((p, *found) for p in files if (found := unreadable(p))), None)
+                if bad:
+                    path, field, problem = bad
+                    sources.handle(DatasetFormatError(path, field, f"{problem} (sample {sample['token']}, scene "
+                                                      f"{name})"), sample["token"])
                     skipped.append(sample["token"])
                     continue
                 split_ids.setdefault(split, []).append(len(plan))
@@ -454,6 +489,7 @@ def convert(root: str | Path, out: str | Path, version: str = "v1.0-mini", camer
             "stats": stats,
         },
         # the metadata tables define the samples and boxes; points and images are the data they point at
+        **sources.meta(),
         **provenance([tables.folder / f"{name}.json" for name in TABLES] + [split_file, val_scenes], root=tables.root),
     }
     path = write_detection_dataset(out, samples(), split_ids, DETECTION_NAMES, name=f"nuscenes-{version}",
@@ -483,6 +519,7 @@ def main(argv: Sequence[str] | None = None) -> int:
                         "with their time lag (default 0; CenterPoint and UniDistill use 9, i.e. 10 sweeps)")
     parser.add_argument("--skip-missing-files", action="store_true", help="leave out samples whose point, sweep "
                         "or image files are missing (a partial download) instead of stopping")
+    add_skip_bad_argument(parser)
     parser.add_argument("--copy", action="store_true", help="copy image files instead of hard-linking them")
     parser.add_argument("--force", action="store_true", help="replace an existing dataset at --out")
     args = parser.parse_args(argv)
@@ -491,7 +528,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         out, summary = convert(args.root, args.out, args.version, list(dict.fromkeys(args.cameras)), args.split_file,
                                args.val_scenes, args.sweeps, args.skip_missing_files, link=not args.copy,
-                               force=args.force)
+                               force=args.force, skip_bad=args.skip_bad)
     except (ValueError, DatasetExistsError) as err:  # DatasetFormatError, or the writer refusing a sample
         print(f"error: {err}", file=sys.stderr)
         return 2

@@ -31,7 +31,9 @@ Alternatively ``--from-npy DIR`` takes the official preprocessed arrays (``video
 scaling. Either way the output is ``video.npy`` N×15×3×224×224 (float32, 9.0 MB a sample; float16
 with ``--dtype float16``), ``audio.npy`` N×15×156 float32, ``labels.npy``, ``splits.json`` (official
 MST-Distill split by default), ``meta.json``; it is staged in a temporary directory renamed into
-place at the end, so an interrupted run leaves nothing behind.
+place at the end, so an interrupted run leaves nothing behind. A truncated or unreadable clip (video
+or audio) stops the conversion with its path; ``--skip-bad`` leaves it out instead and lists it in
+``meta.json`` ``skipped``.
 
     python data_prep/ravdess.py --src /path/to/RAVDESS --out data/ravdess --workers 8
     python data_prep/ravdess.py --from-npy /path/to/RAVDESS_preprocessed_npy --out data/ravdess
@@ -58,7 +60,9 @@ if __package__ in (None, ""):  # run as a script: make the repository importable
     sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from xmodal.apis.errors import cli_errors  # noqa: E402
+from xmodal.data.integrity import truncation  # noqa: E402
 from xmodal.data.provenance import provenance  # noqa: E402
+from xmodal.data.skipped import SkippedSources, add_skip_bad_argument, drop_from_splits  # noqa: E402
 from xmodal.data.writer import (  # noqa: E402
     DatasetExistsError,
     DatasetStream,
@@ -204,6 +208,9 @@ def load_clip_audio(path: Path, resampler: str) -> np.ndarray:
         data, rate = sf.read(str(path), dtype="float32", always_2d=True)
     except (RuntimeError, OSError, ValueError, TypeError) as err:
         raise DatasetFormatError(path, "audio", f"not a readable audio file ({err}); expected a RAVDESS .wav") from None
+    cut = truncation(path)  # libsndfile returns what a truncated file still holds, without an error
+    if cut:
+        raise DatasetFormatError(path, "audio", f"{cut}; extract the file again")
     if data.size == 0:
         raise DatasetFormatError(path, "audio", "no audio samples; expected a non-empty .wav")
     y = resample(data.mean(axis=1, dtype=np.float32), int(rate), SAMPLE_RATE, resampler)
@@ -366,9 +373,15 @@ def read_face_clip(path: Path, detector: Callable[[np.ndarray], Box | None] | No
     """
     import cv2
 
+    cut = truncation(path)  # OpenCV may decode a truncated file up to the cut
     capture = cv2.VideoCapture(str(path))
     if not capture.isOpened():
-        raise DatasetFormatError(path, "video", "cannot be opened; expected an .mp4 video readable by OpenCV")
+        capture.release()
+        raise DatasetFormatError(path, "video", "cannot be opened" + (f" ({cut})" if cut else "")
+                                 + "; expected an .mp4 video readable by OpenCV")
+    if cut:
+        capture.release()
+        raise DatasetFormatError(path, "video", f"{cut}; extract the file again")
     wanted = {index: k for k, index in enumerate(FRAME_INDICES)}
     frames: dict[int, np.ndarray] = {}
     count = 0
@@ -495,26 +508,37 @@ def _splits(num: int, split_group: int, split_file: str | Path | None) -> tuple[
 
 def _convert_raw(src: Path, out: Path, audio_src: str | Path | None, face_detector: str, resampler: str,
                  dtype: np.dtype, workers: int, split_group: int, split_file: str | Path | None,
-                 verbose: bool) -> Path:
+                 verbose: bool, skip_bad: bool = False) -> Path:
     samples = list_samples(src, audio_src)
     n = len(samples)
-    splits, protocol = _splits(n, split_group, split_file)
+    splits, protocol = _splits(n, split_group, split_file)  # over all clips, so a skipped one moves no other
     resampler = available_resampler() if resampler == "auto" else resampler
     check_detector(face_detector)  # fail now, not in the first worker
+    skipped = SkippedSources(skip_bad, src)
     with DatasetStream(out, force=True) as stream:  # convert() has already refused an existing dataset
         raw_path = stream.tmp / "video_uint8.tmp.npy"
         raw = np.lib.format.open_memmap(raw_path, mode="w+", dtype=np.uint8, shape=(n, *SHAPES["video"]))
         audio = np.empty((n, *SHAPES["audio"]), dtype=np.float32)
-        no_face = []
-        for row, result in enumerate(_results(samples, face_detector, resampler, workers)):
+        no_face, kept = [], []
+        for index, result in enumerate(_results(samples, face_detector, resampler, workers)):
             if isinstance(result[0], str):  # ("error", path, field, problem)
-                raise DatasetFormatError(*result[1:])
+                skipped.handle(DatasetFormatError(*result[1:]), samples[index].name)
+                continue
+            row = len(kept)  # readable clips fill the first rows
             raw[row], audio[row], found = result
+            kept.append(index)
             if not found:
-                no_face.append(samples[row].name)
-            if verbose and (row + 1) % 50 == 0:
-                print(f"[ravdess] {row + 1}/{n} clips", file=sys.stderr, flush=True)
+                no_face.append(samples[index].name)
+            if verbose and (index + 1) % 50 == 0:
+                print(f"[ravdess] {index + 1}/{n} clips", file=sys.stderr, flush=True)
+        if not kept:
+            raise DatasetFormatError(src, "skipped", f"all {n} clips have unreadable files; nothing to write")
+        if skipped:
+            splits = drop_from_splits(splits, kept, src)
+            protocol += f"; {len(skipped)} unreadable sample(s) skipped, the others renumbered"
+            samples = [samples[i] for i in kept]
         raw.flush()
+        raw, audio = raw[:len(kept)], audio[:len(kept)]
         low, high = video_channel_range(raw)
         if np.any(high <= low):
             raise DatasetFormatError(src, "video", f"a colour channel is constant over all clips (min {low.tolist()}, "
@@ -534,6 +558,7 @@ def _convert_raw(src: Path, out: Path, audio_src: str | Path | None, face_detect
                          "mel_scale": "slaney", "top_db": TOP_DB, "center_pad": "zeros", "dct": "type 2, ortho"},
             },
             "split_protocol": protocol,
+            **skipped.meta(),
             # the clips are the data; the file list they define is sample_names.txt
             **provenance([split_file], root=src),
         }
@@ -596,14 +621,16 @@ def _convert_npy(src: Path, out: Path, dtype: np.dtype, split_group: int, split_
 def convert(src: str | Path, out: str | Path, audio_src: str | Path | None = None, from_npy: bool = False,
             face_detector: str = "mtcnn", resampler: str = "auto", dtype: str = "float32", workers: int = 1,
             split_group: int = 0, split_file: str | Path | None = None, force: bool = False,
-            verbose: bool = False) -> Path:
+            verbose: bool = False, skip_bad: bool = False) -> Path:
     """Convert RAVDESS at ``src`` into ``out``; returns ``out``.
 
     ``src``: the folder with ``Actor_01`` … ``Actor_24`` (videos, and audio unless ``audio_src``
     is given), or with ``from_npy`` the folder holding the official ``video_data.npy``,
     ``audio_data.npy``, ``label_data.npy``. ``face_detector``: "mtcnn" (official), "haar" or "none".
     ``resampler``: "auto" (soxr if installed), "soxr_hq" or "polyphase". ``dtype``: storage of
-    the video array, "float32" or "float16". ``workers``: processes for decoding.
+    the video array, "float32" or "float16". ``workers``: processes for decoding. ``skip_bad``: leave
+    out clips whose video or audio file is unreadable (listed in meta.json ``skipped``) instead of
+    stopping; only with the raw release (each official array is one file).
     """
     if dtype not in DTYPES:
         raise ValueError(f"dtype={dtype!r}; expected one of {DTYPES}")
@@ -611,12 +638,15 @@ def convert(src: str | Path, out: str | Path, audio_src: str | Path | None = Non
         raise ValueError(f"face_detector={face_detector!r}; expected one of {DETECTORS}")
     if resampler not in RESAMPLERS:
         raise ValueError(f"resampler={resampler!r}; expected one of {RESAMPLERS}")
+    if from_npy and skip_bad:
+        raise ValueError("skip_bad (--skip-bad) skips clips of the raw release; with from_npy (--from-npy) each "
+                         "modality is one file, which is read whole or not at all")
     out = refuse_existing(out, force)
     src = Path(src).expanduser()
     if from_npy:
         return _convert_npy(src, out, np.dtype(dtype), split_group, split_file)
     return _convert_raw(src, out, audio_src, face_detector, resampler, np.dtype(dtype), workers, split_group,
-                        split_file, verbose)
+                        split_file, verbose, skip_bad)
 
 
 @cli_errors
@@ -637,13 +667,16 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--dtype", choices=DTYPES, default="float32",
                         help="storage of the video array; float16 halves its ~13 GB")
     parser.add_argument("--workers", type=int, default=1, help="processes decoding videos (default 1)")
+    add_skip_bad_argument(parser)
     add_common_arguments(parser)
     args = parser.parse_args(argv)
+    if args.skip_bad and args.from_npy:
+        parser.error("--skip-bad skips clips of the raw release (--src); each --from-npy array is one file")
     try:
         out = convert(args.from_npy or args.src, args.out, audio_src=args.audio_src, from_npy=bool(args.from_npy),
                       face_detector=args.face_detector, resampler=args.resampler, dtype=args.dtype,
                       workers=args.workers, split_group=args.split_group, split_file=args.split_file,
-                      force=args.force, verbose=True)
+                      force=args.force, verbose=True, skip_bad=args.skip_bad)
     except (DatasetFormatError, DatasetExistsError, ImportError) as err:
         print(f"error: {err}", file=sys.stderr)
         return 2
@@ -652,6 +685,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     num = len(np.load(out / "labels.npy", mmap_mode="r"))
     print(f"wrote {out}: {num} samples, video {meta['modalities']['video']['shape']} ({args.dtype}), "
           f"audio {meta['modalities']['audio']['shape']}, {len(meta['classes'])} classes, splits {sizes}")
+    if meta.get("skipped"):
+        print(f"note: skipped {len(meta['skipped'])} clip(s) with unreadable files (listed in meta.json 'skipped')",
+              file=sys.stderr)
     missed = meta.get("preprocessing", {}).get("no_face_detected", [])
     if missed:
         print(f"note: no face found in {len(missed)} clip(s), resized whole (listed in meta.json)", file=sys.stderr)

@@ -1057,6 +1057,128 @@ def p09(ws):
     return lambda: ravdess.load_clip_audio(ws / "silent.wav", "polyphase")
 
 
+def _cut(path: Path, keep: int | None = None) -> Path:
+    """Cut a file short, as an interrupted download or copy does (to half its size by default)."""
+    data = path.read_bytes()
+    path.write_bytes(data[: len(data) // 2 if keep is None else keep])
+    return path
+
+
+@case("P10", DatasetFormatError, r"01-01-01-01-01-01-01\.mp4: video: cannot be opened \(truncated: box '\w+' at byte "
+                                 r"\d+ runs to byte [\d,]+, but the file ends at byte [\d,]+\); expected an \.mp4")
+def p10(ws):
+    import cv2
+
+    path = ws / "01-01-01-01-01-01-01.mp4"
+    writer = cv2.VideoWriter(str(path), cv2.VideoWriter_fourcc(*"mp4v"), 30, (32, 32))
+    for i in range(20):
+        writer.write(np.full((32, 32, 3), 10 * i, np.uint8))
+    writer.release()
+    _cut(path)
+    return lambda: ravdess.read_face_clip(path, None)
+
+
+@case("P11", DatasetFormatError, r"03-01-01-01-01-01-01\.wav: audio: truncated: the 'data' chunk at byte 36 runs to "
+                                 r"byte 96,044, but the file ends at byte 48,022; extract the file again")
+def p11(ws):
+    path = ws / "03-01-01-01-01-01-01.wav"
+    with wave.open(str(path), "wb") as out:
+        out.setnchannels(1)
+        out.setsampwidth(2)
+        out.setframerate(48000)
+        out.writeframes(np.zeros(48000, np.int16).tobytes())
+    _cut(path)  # libsndfile would read the half that is left without an error
+    return lambda: ravdess.load_clip_audio(path, "polyphase")
+
+
+@case("P12", DatasetFormatError, r"901_0\.jpg: image: not a readable image \(image file is truncated .*; tweet 901, "
+                                 r"task_humanitarian_text_img_train\.tsv line 2\)")
+def p12(ws):
+    from data_prep import crisismmd
+
+    path = ws / "901_0.jpg"
+    Image.fromarray(np.random.default_rng(0).integers(0, 255, (30, 40, 3), dtype=np.uint8)).save(path)
+    _cut(path)
+    record = {"tweet_id": "901", "file": "task_humanitarian_text_img_train.tsv", "line": 2}
+    return lambda: crisismmd.load_image(path, record)
+
+
+def _nyu_mat(ws: Path, damaged: list[int], frames: int = 4) -> Path:
+    """A v7.3 .mat (HDF5, one deflated chunk per frame) whose ``damaged`` frames' images cannot be read."""
+    h5py = pytest.importorskip("h5py")
+    path = ws / "NYU-Depth-V2_data.mat"
+    rng = np.random.default_rng(0)
+    with h5py.File(path, "w", userblock_size=512) as h5:
+        for key, shape, dtype in (("images", (frames, 3, 40, 32), np.uint8), ("depths", (frames, 40, 32), np.float32),
+                                  ("labels40", (frames, 40, 32), np.uint8)):
+            h5.create_dataset(key, data=rng.integers(1, 40, shape).astype(dtype), chunks=(1, *shape[1:]),
+                              compression="gzip")
+    with h5py.File(path, "r") as h5:
+        offsets = [h5["images"].id.get_chunk_info(i).byte_offset for i in damaged]
+    data = bytearray(path.read_bytes())
+    for offset in offsets:
+        data[offset + 8:offset + 40] = b"\xff" * 32
+    path.write_bytes(bytes(data))
+    return path
+
+
+@case("P13", CLI, r"NYU-Depth-V2_data\.mat: file: truncated: [\d,]+ bytes, but its HDF5 header records [\d,]+; copy "
+                  r"or download the file again")
+def p13(ws):
+    from data_prep import nyudv2
+
+    path = _cut(_nyu_mat(ws, []))
+    return lambda: nyudv2.main(["--src", str(path), "--out", str(ws / "nyudv2"), "--skip-bad"])
+
+
+@case("P14", CLI, r"NYU-Depth-V2_data\.mat: images: frame 2 cannot be read \(.*\); the file is damaged: copy or "
+                  r"download it again \(--skip-bad leaves such samples out\)")
+def p14(ws):
+    from data_prep import nyudv2
+
+    path = _nyu_mat(ws, [2])
+    return lambda: nyudv2.main(["--src", str(path), "--out", str(ws / "nyudv2")])
+
+
+@case("P15", CLI, r"a1_CAM_FRONT\.jpg: image: truncated: no JPEG end-of-image marker \(FF D9\) in the last \d+ bytes "
+                  r"\(sample a1, scene scene-0061\) \(--skip-bad leaves such samples out\)")
+def p15(ws):
+    from tests.test_detection_data import make_nusc_root
+
+    root = make_nusc_root(ws)
+    _cut(root / "samples/CAM_FRONT/a1_CAM_FRONT.jpg")  # images are linked into the dataset, never decoded
+    return lambda: nuscenes.main(["--root", str(root), "--out", str(ws / "det"), "--cameras", "CAM_FRONT"])
+
+
+@case("P16", CLI, r"b2_LIDAR_TOP\.pcd\.bin: points: size 30 bytes is not a multiple of 20 \(float32 x 5: .*\); "
+                  r"truncated\? \(sample b2, scene scene-0103\) \(--skip-bad leaves such samples out\)")
+def p16(ws):
+    from tests.test_detection_data import make_nusc_root
+
+    root = make_nusc_root(ws)
+    _cut(root / "samples/LIDAR_TOP/b2_LIDAR_TOP.pcd.bin", 30)
+    return lambda: nuscenes.main(["--root", str(root), "--out", str(ws / "det"), "--cameras", "CAM_FRONT"])
+
+
+@case("P17", CLI, r"NYU-Depth-V2_data\.mat: skipped: all 2 frames are unreadable; nothing to write")
+def p17(ws):
+    from data_prep import nyudv2
+
+    path = _nyu_mat(ws, [0, 1], frames=2)
+    return lambda: nyudv2.main(["--src", str(path), "--out", str(ws / "nyudv2"), "--skip-bad"])
+
+
+@case("P18", CLI, r"skipped: split 'val': all its 1 sample\(s\) were skipped as unreadable; expected at least one "
+                  r"readable sample per split")
+def p18(ws):
+    from data_prep import nyudv2
+
+    path = _nyu_mat(ws, [3])
+    (ws / "split.json").write_text(json.dumps({"train": [0, 1], "val": [3], "test": [2]}))
+    return lambda: nyudv2.main(["--src", str(path), "--out", str(ws / "nyudv2"), "--skip-bad", "--split-file",
+                                str(ws / "split.json")])
+
+
 # == xmodal-retrieval on raw embeddings =====================================================================
 def _embeddings(ws: Path, queries=None, gallery=None, pairs="query,gallery\n0,0\n1,1\n2,2\n") -> list[str]:
     rng = np.random.default_rng(0)

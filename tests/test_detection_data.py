@@ -52,6 +52,10 @@ def _bin(path, rows):
 
 @pytest.fixture
 def nusc_root(tmp_path):
+    return make_nusc_root(tmp_path)
+
+
+def make_nusc_root(tmp_path):
     """Two scenes of three keyframes each (v1.0-mini names), LIDAR_TOP + CAM_FRONT + CAM_BACK.
 
     Scene A (scene-0061, mini train): samples 0.5 s apart, the LiDAR's ego pose at (100, 200 + k, 0)
@@ -278,6 +282,34 @@ def test_nuscenes_prep_refuses_to_overwrite_without_force(nusc_root, tmp_path, c
     assert nuscenes.main([*args, "--force"]) == 0
     assert (out / "samples.jsonl").read_bytes() == first
     assert sorted(p.name for p in tmp_path.iterdir()) == ["nusc", "nuscenes"]  # no temporary directory left
+
+
+def test_nuscenes_truncated_files_are_named_and_skip_bad_leaves_their_samples_out(nusc_root, tmp_path, capsys):
+    out = tmp_path / "nusc"
+    args = ["--root", str(nusc_root), "--out", str(out), "--cameras", "CAM_FRONT", "--force"]
+    assert nuscenes.main(args) == 0
+    before = {p.name: p.read_bytes() for p in out.iterdir() if p.is_file()}
+    image = nusc_root / "samples/CAM_FRONT/a1_CAM_FRONT.jpg"
+    image.write_bytes(image.read_bytes()[: image.stat().st_size // 2])  # cut short: linked, never decoded
+    points = nusc_root / "samples/LIDAR_TOP/b2_LIDAR_TOP.pcd.bin"
+    points.write_bytes(points.read_bytes()[:30])  # cut inside the second point
+    capsys.readouterr()
+    assert nuscenes.main(args) == 2
+    err = capsys.readouterr().err
+    assert "a1_CAM_FRONT.jpg: image: truncated: no JPEG end-of-image marker (FF D9) in the last " in err
+    assert "(sample a1, scene scene-0061) (--skip-bad leaves such samples out)" in err
+    assert {p.name: p.read_bytes() for p in out.iterdir() if p.is_file()} == before  # the earlier dataset stays
+
+    assert nuscenes.main([*args, "--skip-bad"]) == 0
+    assert "4 samples (2 skipped)" in capsys.readouterr().out
+    meta = json.loads((out / "meta.json").read_text())
+    assert [(e["file"], e["sample"]) for e in meta["skipped"]] == [
+        ("samples/CAM_FRONT/a1_CAM_FRONT.jpg", "a1"), ("samples/LIDAR_TOP/b2_LIDAR_TOP.pcd.bin", "b2")]
+    assert meta["skipped"][1]["reason"].startswith("points: size 30 bytes is not a multiple of 20")
+    assert meta["nuscenes"]["skipped_samples"] == ["a1", "b2"]
+    assert [r["token"] for r in _records(out)] == ["a0", "a2", "b0", "b1"]
+    assert json.loads((out / "splits.json").read_text()) == {"train": [0, 1], "val": [2, 3]}
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["nusc", "nuscenes"]
 
 
 def test_nuscenes_bad_records_are_named(nusc_root, tmp_path, capsys):

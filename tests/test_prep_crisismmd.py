@@ -190,3 +190,34 @@ def test_tweet_normalisation_and_padding_invariance(models):
         together = model(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"]).pooler_output
         alone = model(input_ids=tok(texts[0], return_tensors="pt")["input_ids"]).pooler_output
     torch.testing.assert_close(together[0], alone[0], atol=1e-5, rtol=1e-5)
+
+
+def test_truncated_image_is_named_and_skip_bad_leaves_its_tweet_out(tmp_path, models, capsys):
+    image_model, text_model, tokenizer = models
+    src = make_release(tmp_path / "CrisisMMD_v2.0")
+    folder = src / "data_image/hurricane_harvey/27_8_2017"
+    for name in ("901_0.jpg", "902_0.jpg"):  # rows 3 and 4 of the 5 (files dev, test, train): both train
+        data = (folder / name).read_bytes()
+        (folder / name).write_bytes(data[: len(data) // 2])  # cut short, as by an interrupted download
+    out = tmp_path / "crisismmd"
+    out.mkdir()
+    (out / "meta.json").write_text("an earlier dataset")
+    argv = ["--src", str(src), "--image-model", str(image_model), "--text-model", str(text_model), "--tokenizer",
+            str(tokenizer), "--image-arch", "resnet18", "--device", "cpu", "--out", str(out), "--force"]
+    assert crisismmd.main(argv) == 2
+    err = capsys.readouterr().err
+    assert "901_0.jpg: image: not a readable image (image file is truncated" in err and "--skip-bad" in err
+    assert [p.name for p in out.iterdir()] == ["meta.json"] and (out / "meta.json").read_text() == "an earlier dataset"
+
+    assert crisismmd.main([*argv, "--skip-bad"]) == 0
+    assert "skipped 2 tweet(s)" in capsys.readouterr().err
+    meta = json.loads((out / "meta.json").read_text())
+    assert [(e["file"], e["sample"]) for e in meta["skipped"]] == [
+        ("data_image/hurricane_harvey/27_8_2017/901_0.jpg", "901"),
+        ("data_image/hurricane_harvey/27_8_2017/902_0.jpg", "902")]
+    assert all(e["reason"].startswith("image: not a readable image") for e in meta["skipped"])
+    assert [line.split("\t")[0] for line in (out / "samples.tsv").read_text().splitlines()[1:]] == ["903", "904", "905"]
+    # the official split of all 5 tweets ({train: [0, 3, 4], val: [2], test: [1]}) without rows 3 and 4
+    assert json.loads((out / "splits.json").read_text()) == {"train": [0], "val": [2], "test": [1]}
+    assert PairedDataset(out, split="train")[0]["image"].shape == (512,)
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["CrisisMMD_v2.0", "crisismmd"]

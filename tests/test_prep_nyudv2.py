@@ -141,3 +141,60 @@ def test_bad_label_leaves_nothing_behind(tmp_path):
     with pytest.raises(DatasetFormatError, match=r"labels40: value 41 in map 7"):
         nyudv2.convert(src, tmp_path / "out" / "nyudv2")
     assert list((tmp_path / "out").iterdir()) == []  # no dataset, no temporary directory
+
+
+# -- damaged source files ------------------------------------------------------------------------------
+def _compressed_mat(path, frames):
+    """As MATLAB's v7.3 writer stores large arrays: chunked and deflated, here one chunk per frame."""
+    images, depths, labels40 = frames
+    with h5py.File(path, "w", userblock_size=512) as h5:
+        for key, array in (("images", images), ("depths", depths), ("labels40", labels40)):
+            data = np.ascontiguousarray(array.T)
+            h5.create_dataset(key, data=data, chunks=(1, *data.shape[1:]), compression="gzip")
+    return path
+
+
+def test_truncated_mat_file_is_named_with_its_size_and_nothing_is_replaced(official_mat, tmp_path, capsys):
+    src, _ = official_mat
+    out = nyudv2.convert(src, tmp_path / "nyudv2")
+    before = {p.name: p.read_bytes() for p in out.iterdir()}
+    data = src.read_bytes()
+    src.write_bytes(data[: len(data) // 2])  # an interrupted download
+    assert nyudv2.main(["--src", str(src), "--out", str(out), "--force", "--skip-bad"]) == 2
+    err = capsys.readouterr().err
+    assert f"NYU-Depth-V2_data.mat: file: truncated: {len(data) // 2:,} bytes, but its HDF5 header records " \
+           f"{len(data):,}; copy or download the file again" in err
+    assert {p.name: p.read_bytes() for p in out.iterdir()} == before  # the earlier dataset is kept
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["NYU-Depth-V2_data.mat", "nyudv2"]
+
+
+def test_unreadable_frame_is_named_and_skip_bad_leaves_it_out(tmp_path):
+    frames = _frames()
+    src = _compressed_mat(tmp_path / "NYU-Depth-V2_data.mat", frames)
+    with h5py.File(src, "r") as h5:
+        chunk = h5["images"].id.get_chunk_info(7)  # frame 7's image
+    data = bytearray(src.read_bytes())
+    data[chunk.byte_offset + 8:chunk.byte_offset + 40] = b"\xff" * 32  # damaged in the middle: inflate fails
+    src.write_bytes(bytes(data))
+
+    with pytest.raises(DatasetFormatError, match=r"NYU-Depth-V2_data\.mat: images: frame 7 cannot be read \(.*\); the "
+                                                 r"file is damaged: copy or download it again \(--skip-bad"):
+        nyudv2.convert(src, tmp_path / "out")
+    assert not (tmp_path / "out").exists()
+
+    out = nyudv2.convert(src, tmp_path / "out", skip_bad=True, chunk=4)
+    meta = json.loads((out / "meta.json").read_text())
+    assert [(e["file"], e["sample"]) for e in meta["skipped"]] == [("NYU-Depth-V2_data.mat", "frame 7")]
+    assert meta["skipped"][0]["reason"].startswith("images: frame 7 cannot be read (")
+    keep = [i for i in range(N) if i != 7]
+    images, depths, labels40 = frames
+    np.testing.assert_array_equal(np.load(out / "rgb.npy"), images.transpose(3, 2, 0, 1)[keep])
+    np.testing.assert_array_equal(np.load(out / "depth.npy")[:, 0], depths.transpose(2, 0, 1)[keep])
+    np.testing.assert_array_equal(np.load(out / "labels.npy"), labels40.transpose(2, 0, 1)[keep])
+    # the official split of all 10 frames without frame 7, renumbered (8 -> 7, 9 -> 8)
+    full = official_splits(N)
+    assert full["val"] == [5, 7]
+    assert json.loads((out / "splits.json").read_text()) == \
+        {k: [i - (i > 7) for i in v if i != 7] for k, v in full.items()}
+    assert len(SegmentationDataset(out, "val")) == 1
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["NYU-Depth-V2_data.mat", "out"]

@@ -174,6 +174,51 @@ def _copy_tree(src: Path, dst: Path) -> Path:
     return dst
 
 
+def _truncate(path: Path) -> None:
+    path.write_bytes(path.read_bytes()[: path.stat().st_size // 2])
+
+
+def _files(root: Path) -> dict:
+    return {p.relative_to(root).as_posix(): p.read_bytes() for p in sorted(root.rglob("*")) if p.is_file()}
+
+
+def test_skip_bad_leaves_out_unreadable_clips_lists_them_and_keeps_the_splits(src, converted, tmp_path):
+    root = _copy_tree(src, tmp_path / "RAVDESS")
+    _truncate(root / "Actor_02" / "01-01-02-02-01-02-02.mp4")  # sample 3 (train)
+    _truncate(root / "Actor_02" / "03-01-08-01-02-01-02.wav")  # sample 4 (train)
+    out = _copy_tree(converted, tmp_path / "ravdess")  # an earlier dataset, to be replaced
+    before = _files(out)
+    with pytest.raises(DatasetFormatError, match=r"01-01-02-02-01-02-02\.mp4: video: .*--skip-bad"):
+        ravdess.convert(root, out, face_detector="none", force=True)
+    assert _files(out) == before  # a failed rebuild leaves the earlier dataset as it was
+
+    assert ravdess.main(["--src", str(root), "--out", str(out), "--face-detector", "none", "--force",
+                         "--skip-bad"]) == 0
+    meta = json.loads((out / "meta.json").read_text())
+    assert [(e["file"], e["sample"]) for e in meta["skipped"]] == [
+        ("Actor_02/01-01-02-02-01-02-02.mp4", "Actor_02/01-01-02-02-01-02-02"),
+        ("Actor_02/03-01-08-01-02-01-02.wav", "Actor_02/01-01-08-01-02-01-02")]
+    assert meta["skipped"][0]["reason"].startswith("video: cannot be opened (truncated: ")
+    assert meta["skipped"][1]["reason"].startswith("audio: truncated: the 'data' chunk")
+    assert "2 unreadable sample(s) skipped" in meta["split_protocol"]
+    # the official split of all 5 clips ({train: [0, 3, 4], val: [2], test: [1]}) without clips 3 and 4
+    assert json.loads((out / "splits.json").read_text()) == {"train": [0], "val": [2], "test": [1]}
+    assert np.load(out / "labels.npy").tolist() == LABELS[:3]
+    assert (out / "sample_names.txt").read_text().split() == [f"{a}/01-{stem}" for a, stem, _, _ in TAKES[:3]]
+    np.testing.assert_array_equal(np.load(out / "audio.npy"), np.load(converted / "audio.npy")[:3])  # per sample
+    assert PairedDataset(out, split="val")[0]["video"].shape == (15, 3, 224, 224)
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["RAVDESS", "ravdess"]  # no temporary directory left
+
+
+def test_skip_bad_with_every_clip_unreadable_writes_nothing(src, tmp_path):
+    root = _copy_tree(src, tmp_path / "RAVDESS")
+    for path in root.glob("Actor_*/03-*.wav"):
+        _truncate(path)
+    with pytest.raises(DatasetFormatError, match=r"RAVDESS: skipped: all 5 clips have unreadable files"):
+        ravdess.convert(root, tmp_path / "out", face_detector="none", skip_bad=True)
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["RAVDESS"]
+
+
 @pytest.mark.parametrize("damage, message", [
     (lambda r: (r / "Actor_02" / "01-01-01-01-01-01-02.mp4").write_bytes(b"not a video"),
      r"Actor_02/01-01-01-01-01-01-02.mp4: video: cannot be opened"),
@@ -189,6 +234,14 @@ def _copy_tree(src: Path, dst: Path) -> Path:
      r"Actor_02/03-01-08-01-02-01-02.wav: audio: file missing; expected the audio-only take of 01-01-08"),
     (lambda r: (r / "Actor_02" / "03-01-08-01-02-01-02.wav").write_bytes(b"RIFF garbage"),
      r"Actor_02/03-01-08-01-02-01-02.wav: audio: not a readable audio file"),
+    # cut short, as by an interrupted download: OpenCV cannot open the video (its index is at the end) ...
+    (lambda r: _truncate(r / "Actor_02" / "01-01-01-01-01-01-02.mp4"),
+     r"Actor_02/01-01-01-01-01-01-02.mp4: video: cannot be opened \(truncated: box 'mdat' at byte \d+ runs to "
+     r"byte [\d,]+, but the file ends at byte [\d,]+\); .*--skip-bad leaves such samples out"),
+    # ... and libsndfile would read the half of the audio that is left without an error
+    (lambda r: _truncate(r / "Actor_02" / "03-01-08-01-02-01-02.wav"),
+     r"Actor_02/03-01-08-01-02-01-02.wav: audio: truncated: the 'data' chunk at byte 36 runs to byte [\d,]+, "
+     r"but the file ends at byte [\d,]+; extract the file again \(--skip-bad"),
 ])
 def test_bad_input_is_named_and_nothing_is_written(src, tmp_path, damage, message):
     root = _copy_tree(src, tmp_path / "RAVDESS")

@@ -207,6 +207,33 @@ class DatasetStream:
         self._labels = np.lib.format.open_memmap(self.tmp / "labels.npy", mode="w+", dtype=dtype, shape=tuple(shape))
         return self._labels
 
+    def keep_rows(self, count: int) -> None:
+        """Cut every array written through ``array()`` / ``labels()`` to its first ``count`` rows: a converter
+        that left samples out (``--skip-bad``) fills the first rows of arrays sized for all of them. The
+        memory maps returned before are replaced (``arrays[name]``)."""
+        named = list(self.arrays.items())
+        if getattr(self, "_labels", None) is not None:
+            named.append(("labels.npy", self._labels))
+        for name, array in named:
+            if len(array) == count:
+                continue
+            path = Path(array.filename)
+            array.flush()
+            full = path.with_name(f"{path.stem}.all-rows.npy")
+            os.replace(path, full)
+            source = np.load(full, mmap_mode="r")
+            target = np.lib.format.open_memmap(path, mode="w+", dtype=array.dtype, shape=(count, *array.shape[1:]))
+            step = max(1, (64 << 20) // max(1, array[0].nbytes))  # about 64 MB per copy
+            for start in range(0, count, step):
+                stop = min(count, start + step)
+                target[start:stop] = source[start:stop]
+            del source
+            full.unlink()
+            if name == "labels.npy":
+                self._labels = target
+            else:
+                self.arrays[name] = target
+
     def commit(self, labels: np.ndarray | None, classes: Sequence[str], name: str, source: str,
                splits: Mapping[str, Sequence[int]], task: str = "classification", extra_meta: Mapping | None = None,
                extra_files: Mapping[str, str | bytes] | None = None) -> Path:
