@@ -68,3 +68,15 @@ def test_text_encoder_masks_padding():
 def test_timm_encoder_builds_offline():
     enc = MODELS.build(dict(type="TimmImageEncoder", model_name="resnet10t", in_channels=1))
     assert enc(torch.randn(2, 1, 32, 32)).shape == (2, enc.out_dim)
+
+
+def test_lenet5_width_multiplies_channels_and_hidden_units():
+    from xmodal.registry import MODELS
+
+    wide = MODELS.build(dict(type="LeNet5", input_size=28, out_dim=10, width=3))
+    assert (wide.conv1.out_channels, wide.conv2.out_channels, wide.fc1.out_features) == (18, 48, 360)
+    assert wide(torch.zeros(2, 1, 28, 28)).shape == (2, 10)
+    base = MODELS.build(dict(type="LeNet5", input_size=28, out_dim=10))
+    assert sum(p.numel() for p in base.parameters()) == 6 * 26 + 16 * 151 + 120 * 401 + 10 * 121  # the original
+    with pytest.raises(ValueError, match="width"):
+        MODELS.build(dict(type="LeNet5", width=0))

@@ -204,6 +204,26 @@ def test_stage2_loss_is_kl_from_detached_student_and_trains_masks_only():
     assert not model.teachers.training and not model.student.training and model.masks.training
 
 
+def test_stage2_task_weight_adds_the_experts_cross_entropy_on_labelled_samples():
+    torch.manual_seed(0)
+    model = MSTMaskTrainer(student=STUDENT, teachers=TEACHERS, mask_layers=MASK_LAYERS, temperature=4.0,
+                           task_weight=0.5).train()
+    batch = _batch(6)
+    batch["label"] = torch.tensor([0, 1, -1, 2, -1, 1])  # -1: unlabelled, no cross-entropy
+    losses = model(mode="loss", **batch)
+    p_student = torch.softmax(model.student(mode="tensor", **batch)["logits"].double() / 4, 1)
+    for i, expert in enumerate(model.experts):
+        logits = expert_logits(model.teachers, model.masks, expert, batch)
+        kl = 16.0 * _kl(p_student, torch.softmax(logits.double() / 4, 1)).mean()
+        keep = batch["label"] >= 0
+        ce = torch.nn.functional.cross_entropy(logits[keep], batch["label"][keep])
+        assert losses[f"loss_mask{i}"].item() == pytest.approx((kl + 0.5 * ce).item(), rel=1e-4)
+    sum(losses.values()).backward()
+    assert all(p.grad is None for p in model.teachers.parameters())
+    with pytest.raises(ValueError, match="task_weight"):
+        MSTMaskTrainer(student=STUDENT, teachers=TEACHERS, mask_layers=MASK_LAYERS, task_weight=-1.0)
+
+
 def _router(**kw):
     torch.manual_seed(0)
     return MSTRouterDistiller(student=STUDENT, teachers=TEACHERS, mask_layers=MASK_LAYERS, **kw).train()

@@ -3,7 +3,7 @@
 # teacher), every student the LeNet-5 image model with every training label.
 #   python tools/compare.py configs/compare/digits_av_kd_efficacy.py --seeds 3
 student_config = "configs/digits_av/kd_image_from_fusion.py"
-teachers = dict(t_fusion="configs/digits_av/teacher_fusion.py", t_image="configs/digits_av/teacher_image_cnn.py")
+teachers = dict(t_fusion="configs/digits_av/teacher_fusion.py", t_image="configs/digits_av/teacher_image_wide.py")
 epochs = 30
 entries = [dict(name="no_kd", losses=[])]
 entries += [

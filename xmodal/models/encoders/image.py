@@ -10,21 +10,26 @@ from xmodal.registry import MODELS
 
 @MODELS.register_module()
 class LeNet5(nn.Module):
-    """LeNet-5 (the AV-MNIST image encoder): two conv+pool stages, then 120 -> ``out_dim`` units."""
+    """LeNet-5 (the AV-MNIST image encoder): two conv+pool stages, then 120 -> ``out_dim`` units.
+
+    ``width`` multiplies the channels and the hidden units (6·w, 16·w, 120·w); 1 is the original.
+    """
 
     catalogue_input = "(B, in_channels, input_size, input_size), input_size >= 12"
 
-    def __init__(self, in_channels: int = 1, input_size: int = 28, out_dim: int = 84) -> None:
+    def __init__(self, in_channels: int = 1, input_size: int = 28, out_dim: int = 84, width: int = 1) -> None:
         super().__init__()
+        if not isinstance(width, int) or width < 1:
+            raise ValueError(f"LeNet5: width must be a positive integer, got {width!r}")
         self.out_dim = out_dim
-        self.conv1 = nn.Conv2d(in_channels, 6, 5, padding=2)
-        self.conv2 = nn.Conv2d(6, 16, 5)
+        self.conv1 = nn.Conv2d(in_channels, 6 * width, 5, padding=2)
+        self.conv2 = nn.Conv2d(6 * width, 16 * width, 5)
         self.pool = nn.MaxPool2d(2)
         side = ((input_size // 2) - 4) // 2
         if side < 1:
             raise ValueError(f"LeNet5: input_size={input_size} is too small; expected at least 12")
-        self.fc1 = nn.Linear(16 * side * side, 120)
-        self.fc2 = nn.Linear(120, out_dim)
+        self.fc1 = nn.Linear(16 * width * side * side, 120 * width)
+        self.fc2 = nn.Linear(120 * width, out_dim)
         self.act = nn.ReLU()
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
