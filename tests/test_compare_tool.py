@@ -86,3 +86,17 @@ def test_missing_config_keys_exit_2(tmp_path, capsys):
     assert stop.value.code == 2
     assert capsys.readouterr().err.strip() == (f"error: {bad}: comparison config needs 'student_config' "
                                                f"(see configs/compare/digits_av_losses.py)")
+
+
+def test_a_comparison_dataset_field_reaches_every_split_of_every_run():
+    from xmodal.apis.compare import apply_dataset
+    from xmodal.apis.config import read_config
+
+    spec = read_config(str(REPO / "configs/compare/digits_av_kd_no_distractor.py"))
+    assert dict(spec.teachers) == {"t_fusion": "configs/digits_av/teacher_fusion.py"}
+    cfg = Config.fromfile(REPO / "configs/digits_av/teacher_fusion.py")
+    apply_dataset(cfg, spec)
+    for loader in ("train_dataloader", "val_dataloader", "test_dataloader"):
+        assert tuple(cfg[loader].dataset.distractor_db) == (-120.0, -120.0)
+    with pytest.raises(Exception, match="dataset: expected dict"):
+        apply_dataset(cfg, Config(dict(dataset=[1])))

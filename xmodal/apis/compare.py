@@ -4,7 +4,9 @@ and compare them on the test split (mean ± std over seeds), as a markdown and J
 A comparison config names ``student_config`` (a Distiller config whose losses are replaced),
 ``teachers`` (``{teacher name in the Distiller: training config}``, trained once per seed),
 ``epochs`` and ``entries`` (``dict(name, losses, task_loss_weight=1.0, hooks=[], student={})``;
-``student`` updates the student's model config, e.g. ``dict(type="DualHeadClassifier")``).
+``student`` updates the student's model config, e.g. ``dict(type="DualHeadClassifier")``). An optional
+``dataset`` dict updates the train, val and test datasets of every run, teachers included (e.g.
+``dataset=dict(distractor_db=(-120.0, -120.0))`` for a digits-av variant).
 """
 
 from __future__ import annotations
@@ -58,7 +60,18 @@ def entry_config(spec: Config, entry: dict, teacher_dirs: dict[str, Path], out: 
     cfg.model.task_loss_weight = entry.get("task_loss_weight", 1.0)
     cfg.model.student.update(entry.get("student", {}))
     cfg.custom_hooks = [*cfg.get("custom_hooks", []), *entry.get("hooks", [])]
+    apply_dataset(cfg, spec)
     return cfg
+
+
+def apply_dataset(cfg: Config, spec: Config) -> None:
+    """The comparison's ``dataset`` fields, on every split of one run."""
+    fields = spec.get("dataset") or {}
+    if not isinstance(fields, dict):
+        raise ConfigError(f"dataset: expected dict(field=value, ...) for every run's datasets, got {fields!r}")
+    for loader in ("train_dataloader", "val_dataloader", "test_dataloader"):
+        if fields and loader in cfg:
+            cfg[loader].dataset.update(fields)
 
 
 def modalities(cfg: Config) -> list[str]:
@@ -177,6 +190,7 @@ def main(argv: list[str] | None = None) -> dict:
                 cfg = load_config(config, work_dir=str(seed_out / f"teacher_{name}"))
                 set_max_epochs(cfg, epochs)
                 prepare(cfg, seed)
+                apply_dataset(cfg, spec)
                 task = progress.add_task(f"teacher {name}"[:18], total=None, status="")
                 results.append(train_and_test(f"teacher_{name}", "teacher", cfg, progress, task, seed))
                 teacher_dirs[name] = Path(cfg.work_dir)
