@@ -22,7 +22,7 @@ TEACHERS = dict(
                              fusion=dict(type="ConcatFusion", out_dim=8), head=HEAD)),
     t_audio=dict(model=dict(type="ModalityClassifier", encoders=dict(audio=AUDIO), head=HEAD)),
 )
-MASK_LAYERS = dict(t_fusion=["fusion.fc1"], t_audio=["encoders.audio.features.4", "encoders.audio.fc"])
+MASK_LAYERS = dict(t_fusion=["fusion.fc1"], t_audio=["encoders.audio.features.5", "encoders.audio.fc"])
 
 
 def _batch(n=4):
@@ -76,7 +76,7 @@ def _teachers():
 def test_expert_multiplies_its_mask_and_removes_the_hook():
     teachers = _teachers()
     experts, masks = build_experts(teachers, MASK_LAYERS)
-    assert [e.name for e in experts] == ["t_fusion/fusion.fc1", "t_audio/encoders.audio.features.4",
+    assert [e.name for e in experts] == ["t_fusion/fusion.fc1", "t_audio/encoders.audio.features.5",
                                          "t_audio/encoders.audio.fc"]
     assert isinstance(masks[1], MaskNet2d) and isinstance(masks[2], MaskNet1d)
     for mask in masks:  # a mask of ones leaves the teacher unchanged
@@ -425,3 +425,16 @@ def test_a_1x1_conv_map_gets_the_official_1d_masknet():
     # a real 2-D map is unaffected
     assert build_experts(teachers, layers, dict(t_image={"encoders.image.conv3": [120, 2, 2]}))[1][0].__class__ \
         is MaskNet2d
+
+
+def test_a_mask_on_a_convolution_that_feeds_a_batchnorm_is_warned_about():
+    teacher = MODELS.build(dict(type="ModalityClassifier", encoders=dict(audio=AUDIO), head=HEAD))
+    teachers = torch.nn.ModuleDict(dict(t_audio=teacher))
+    with pytest.warns(UserWarning, match=r"'encoders.audio.features.4': a Conv2d followed by BatchNorm2d.*"
+                                         r"Mask 'encoders.audio.features.5' instead"):
+        build_experts(teachers, dict(t_audio=["encoders.audio.features.4"]))
+    import warnings
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        build_experts(teachers, dict(t_audio=["encoders.audio.features.5", "encoders.audio.fc"]))

@@ -29,7 +29,7 @@ teachers = dict(
                              fusion=dict(type="ConcatFusion", out_dim=8), head=head)),
     t_audio=dict(model=dict(type="ModalityClassifier", encoders=dict(audio=audio), head=head)),
 )
-mask_layers = dict(t_fusion=["fusion.fc1"], t_audio=["encoders.audio.features.4", "encoders.audio.fc"])
+mask_layers = dict(t_fusion=["fusion.fc1"], t_audio=["encoders.audio.features.5", "encoders.audio.fc"])
 expert_names = [f"{{t}}/{{p}}" for t, ps in mask_layers.items() for p in ps]
 loader = dict(batch_size=8, num_workers=0, collate_fn=dict(type="default_collate"))
 train_dataloader = dict(**loader, sampler=dict(type="DefaultSampler", shuffle=True),

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
+import warnings
 from collections.abc import Iterator
 
 import torch
@@ -42,6 +43,7 @@ def build_experts(teachers: nn.ModuleDict, mask_layers: dict[str, list[str]], ma
         for path in paths:
             owner = f"mask_layers['{teacher_name}']: teacher '{teacher_name}'"
             module = find_module(teachers[teacher_name], path, owner)
+            _warn_if_norm_follows(teachers[teacher_name], path, module, owner)
             shape = mask_shapes.get(teacher_name, {}).get(path)
             # a (C, 1, 1) map is a vector, as in the official get_MSTmodules
             channels, is_2d = ((shape[0], len(shape) == 3 and tuple(shape[1:]) != (1, 1)) if shape
@@ -51,6 +53,22 @@ def build_experts(teachers: nn.ModuleDict, mask_layers: dict[str, list[str]], ma
             active = [*active, own] if stack_masks else [own]
             experts.append(Expert(f"{teacher_name}/{path}", teacher_name, tuple(active)))
     return experts, masks
+
+
+def _warn_if_norm_follows(teacher: nn.Module, path: str, module: nn.Module, owner: str) -> None:
+    """A mask on a convolution that feeds a normalisation layer is turned into a shift by the norm's
+    statistics (docs/mst_distill.md, "Where to put a mask")."""
+    parent_path, _, name = path.rpartition(".")
+    parent = find_module(teacher, parent_path) if parent_path else teacher
+    if not isinstance(module, nn.Conv2d | nn.Conv1d) or not isinstance(parent, nn.Sequential):
+        return
+    names = [n for n, _ in parent.named_children()]
+    following = parent[names.index(name) + 1] if names.index(name) + 1 < len(names) else None
+    if isinstance(following, nn.modules.batchnorm._BatchNorm | nn.GroupNorm | nn.LayerNorm):
+        nxt = f"{parent_path}.{names[names.index(name) + 1]}" if parent_path else names[names.index(name) + 1]
+        warnings.warn(f"{owner} '{path}': a {type(module).__name__} followed by {type(following).__name__}; the "
+                      f"norm turns a mask's scaling into a shift and can break the expert before training. Mask "
+                      f"'{nxt}' instead (docs/mst_distill.md, 'Where to put a mask')", stacklevel=3)
 
 
 @contextlib.contextmanager
