@@ -29,6 +29,11 @@ class WorkDirBusyError(RuntimeError):
     """Another live run holds the work dir (its lock names the PID)."""
 
 
+class RankFailedError(RuntimeError):
+    """A distributed run stopped because one rank failed; every rank raises it with the same message,
+    which starts with the failed rank (``rank 1 of 2: ...``)."""
+
+
 class DatasetFormatError(ValueError):
     """Names the file and the field at fault and what was expected."""
 
@@ -37,4 +42,4 @@ class DatasetFormatError(ValueError):
         super().__init__(f"{self.path}: {field}: {problem}")
 
 
-__all__ = ["CheckpointError", "ConfigError", "DatasetFormatError", "DiskFullError", "StageError"]
+__all__ = ["CheckpointError", "ConfigError", "DatasetFormatError", "DiskFullError", "RankFailedError", "StageError"]
