@@ -34,6 +34,10 @@ class RankFailedError(RuntimeError):
     which starts with the failed rank (``rank 1 of 2: ...``)."""
 
 
+class TeacherCacheError(ValueError):
+    """A teacher-cache entry that cannot be used (its files changed after it was written): names the file."""
+
+
 class DatasetFormatError(ValueError):
     """Names the file and the field at fault and what was expected."""
 
@@ -42,4 +46,5 @@ class DatasetFormatError(ValueError):
         super().__init__(f"{self.path}: {field}: {problem}")
 
 
-__all__ = ["CheckpointError", "ConfigError", "DatasetFormatError", "DiskFullError", "RankFailedError", "StageError"]
+__all__ = ["CheckpointError", "ConfigError", "DatasetFormatError", "DiskFullError", "RankFailedError", "StageError",
+           "TeacherCacheError"]
