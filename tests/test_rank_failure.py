@@ -2,7 +2,7 @@
 (gloo), with a fault on one rank (tests/rank_faults.py). Whichever rank fails, and wherever the other
 one is (blocked in backward's all-reduce, waiting for rank 0's teacher-cache build), both ranks exit
 within seconds, far inside the process group's timeout, with status 2 and the same one-line error.
-A non-finite loss on one rank makes every rank skip (or stop at) the same step.
+A non-finite loss on one rank makes every rank skip (or stop at) the same step, with one message.
 """
 
 import os
@@ -93,12 +93,17 @@ def _launch(setup, tmp_path, cache: bool, *extra: str, **faults: str) -> tuple[l
 
 
 @pytest.mark.slow
-def test_a_bad_batch_on_rank_1_stops_both_ranks_with_its_error(setup, tmp_path):
-    # the position rank 1 reads in its second batch: the DefaultSampler's order for seed 0, epoch 0
+def test_a_nan_skipped_on_both_ranks_then_a_bad_batch_on_rank_1_stops_both_with_its_error(setup, tmp_path):
+    # rank 1's third batch holds the bad sample: the DefaultSampler's order for seed 0, epoch 0, every 2nd position
     order = torch.randperm(32, generator=torch.Generator().manual_seed(0)).tolist()
-    bad = order[1::2][5]
-    errors, seconds, faults = _launch(setup, tmp_path, False, XMODAL_TEST_BAD_SAMPLE=str(bad))
-    assert [line.split()[0] for line in faults] == ["1"]  # only rank 1 met it; rank 0 waited in the all-reduce
+    bad = order[1::2][9]
+    errors, seconds, faults = _launch(setup, tmp_path, False, "--cfg-options", "nan_guard.action=skip",
+                                      XMODAL_TEST_NAN_AT="1:2", XMODAL_TEST_BAD_SAMPLE=str(bad))
+    assert [line.split()[0] for line in faults] == ["1", "1"]  # both faults on rank 1 only
+    # the NaN on rank 1 at iteration 2: both ranks skipped that step, and only that one
+    steps = [(tmp_path / f"steps.{rank}").read_text().split("\n") for rank in (0, 1)]
+    assert steps[0] == steps[1] == ["1 stepped", "2 skipped", ""]
+    # the bad sample on rank 1 at iteration 3, while rank 0 waited for it in a collective
     expected = f"error: rank 1 of 2: train sample {bad}: unreadable image (a damaged file)"
     assert errors == [expected, expected]
     assert seconds < 20, seconds  # far from the process group's 300 s
@@ -114,20 +119,37 @@ def test_a_failed_teacher_cache_build_on_rank_0_stops_the_waiting_rank(setup, tm
     assert not list((tmp_path / "work" / "teacher_cache").iterdir())  # no half-built entry, no lock
 
 
-@pytest.mark.slow
-def test_a_nan_on_one_rank_skips_the_step_on_both_and_stops_both_with_one_message(setup, tmp_path):
-    errors, seconds, _ = _launch(setup, tmp_path, False, "--cfg-options", "nan_guard.action=skip",
-                                 "nan_guard.max_skips=2", XMODAL_TEST_NAN_AT="1:2,5,6")
-    steps = [(tmp_path / f"steps.{rank}").read_text().split("\n") for rank in (0, 1)]
-    assert steps[0] == steps[1]  # both ranks skipped the same steps
-    assert steps[0][:4] == ["1 stepped", "2 skipped", "3 stepped", "4 stepped"]
-    assert steps[0][4:] == ["5 skipped", ""]  # iteration 6: the second skip in a row stops training
-    assert errors[0] == errors[1]
-    assert re.fullmatch(r"error: non-finite loss (\S+=nan, )*\S+=nan on rank 1 of 2 at iteration 6 "
-                        r"\(epoch 2, batch 2 of 4\) \(all terms on rank 1: .*\): "
-                        r"2 batches in a row had a non-finite loss \(nan_guard\.max_skips=2\); training stopped",
-                        errors[0]), errors[0]
-    assert seconds < 20, seconds
+def test_a_nan_stop_names_the_rank_with_the_nan_in_one_message_for_all(monkeypatch):
+    """Rank 0's view of a non-finite loss on rank 1 (the collectives stand in for rank 1): rank 0 stops at
+    the same step with the message naming rank 1's terms, reported without a rank prefix."""
+    import json
+
+    import torch.distributed as dist
+
+    from xmodal.engine import rank_failure
+    from xmodal.engine.nan_guard import NonFiniteLossError, NonFiniteLossGuard
+
+    def all_reduce(tensor, op=None):
+        tensor[1] += 1  # rank 1's flag: a non-finite term
+
+    def all_gather_object(out, mine):
+        out[:] = [mine, ("loss_kd=nan", "loss_ce=0.9, loss_kd=nan")]
+
+    for name, value in dict(is_initialized=lambda: True, get_world_size=lambda: 2, get_rank=lambda: 0,
+                            all_reduce=all_reduce, all_gather_object=all_gather_object).items():
+        monkeypatch.setattr(dist, name, value)
+    runner = type("Runner", (), {"iter": 5, "train_loop": None})()
+    with pytest.raises(NonFiniteLossError) as info:
+        NonFiniteLossGuard()._check(runner, {"loss_ce": torch.tensor(0.8), "loss_kd": torch.tensor(0.1)})
+    expected = ("non-finite loss loss_kd=nan on rank 1 of 2 at iteration 6 (all terms on rank 1: loss_ce=0.9, "
+                "loss_kd=nan): training stopped before the optimizer step")
+    assert str(info.value).startswith(expected) and info.value.every_rank
+    store = dist.HashStore()
+    store.add(rank_failure.SEEN_KEY, 1)  # rank 1 has seen it: no waiting
+    monkeypatch.setattr(rank_failure, "_store", lambda: store)
+    failure = rank_failure.stop_together(info.value)
+    assert str(failure) == str(info.value) and failure.here  # published as it is, no "rank 0 of 2:" before it
+    assert json.loads(store.get(rank_failure.FAILURE_KEY))["message"] == str(info.value)
 
 
 def test_the_failed_rank_keeps_the_traceback_of_a_bug_and_prints_the_same_line(capsys):

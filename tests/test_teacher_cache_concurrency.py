@@ -9,7 +9,6 @@ after it was written is refused with an error naming the file, and what a killed
 import json
 import multiprocessing
 import os
-import threading
 import time
 from pathlib import Path
 
@@ -80,24 +79,9 @@ def test_an_entry_changed_after_it_was_written_is_refused_naming_the_file(tmp_pa
     cache, log = tmp_path / "cache", tmp_path / "computed.log"
     load_or_build(cache, "key", N, _compute(log))
     path = cache / "key" / "outputs.npy"
-    # another program writes into the finished entry while this process reads it
-    reads: list = []
-
-    def reader():
-        for _ in range(20):
-            try:
-                reads.append(np.asarray(load_or_build(cache, "key", N, _compute(log))).copy())
-            except TeacherCacheError as error:
-                reads.append(error)
-
-    thread = threading.Thread(target=reader)
-    thread.start()
-    with open(path, "r+b") as fh:
+    with open(path, "r+b") as fh:  # another program writes into the finished entry
         fh.seek(-4, os.SEEK_END)
         fh.write(b"\xff\xff\xff\xff")
-    thread.join()
-    # every read that passed the check has the right values; those after the write are refused
-    assert all(isinstance(r, TeacherCacheError) or np.array_equal(r, EXPECTED) for r in reads)
     with pytest.raises(TeacherCacheError) as info:
         load_or_build(cache, "key", N, _compute(log))
     message = str(info.value)
