@@ -36,8 +36,10 @@ import torch.distributed as dist
 
 from xmodal.errors import RankFailedError
 
-FAILURE_KEY = "xmodal/failure"
-SEEN_KEY = "xmodal/failure_seen"
+# one set of keys per attempt: torchrun's --max-restarts starts the ranks again with the same store
+_ATTEMPT = os.environ.get("TORCHELASTIC_RESTART_COUNT", "0")
+FAILURE_KEY = f"xmodal/{_ATTEMPT}/failure"
+SEEN_KEY = f"xmodal/{_ATTEMPT}/failure_seen"
 POLL_S = 0.2  # how often the watchdog looks at the store
 SEEN_WAIT_S = 5.0  # how long the failing rank waits for the others to read its message
 GRACE_S = 10.0  # how long a rank that saw another's failure may take to stop by itself
@@ -224,7 +226,7 @@ def on_rank_zero(work: Callable[[], object]) -> None:
         return
     rank, world = dist.get_rank(), dist.get_world_size()
     _ZERO_CALLS[0] += 1
-    key = f"xmodal/rank0/{_ZERO_CALLS[0]}"
+    key = f"xmodal/{_ATTEMPT}/rank0/{_ZERO_CALLS[0]}"
     store = _store()
     if rank == 0:
         outcome = "ok"
