@@ -8,11 +8,12 @@ and ``persistent_workers=True`` on every loader; the training pipeline draws ran
 numpy and Python in the workers (``GaussianNoise``, ``RandomJitter``) and the student has dropout.
 Variants: ``default`` (mmengine's ``DefaultSampler``) and ``labelled`` (half of the labels,
 ``LabelledRatioBatchSampler`` with 4 labelled samples in each batch of 8). Each trial trains, sends
-SIGKILL once the run has logged iteration K (K drawn at random, so the process dies somewhere in the
-iteration after it: loading data, stepping, validating or writing a checkpoint), resumes with
-``--resume`` (or starts again when no checkpoint was written yet) and compares the final checkpoint
-(weights, optimizer, schedulers, RNG states) and every logged loss and metric, bit for bit, with the
-uninterrupted run. Prints one row per trial and the count of identical results.
+SIGKILL once the run has logged iteration K (K drawn at random from 5..11, after the first epoch, so the
+process dies somewhere in the iteration after it: loading data, stepping, validating or writing a
+checkpoint), resumes with ``--resume`` (were no checkpoint written yet, it would start again) and
+compares the final checkpoint (weights, optimizer, schedulers, RNG states) and every logged loss and
+metric, bit for bit, with the uninterrupted run. Prints one row per trial and the count of identical
+results.
 """
 
 from __future__ import annotations
@@ -209,7 +210,9 @@ def main(argv=None) -> None:
             finish(start(configs[variant], reference))
             for trial in range(1, args.trials + 1):
                 work = Path(tmp) / f"{variant}_{trial}"
-                died = kill_after(start(configs[variant], work), work, draw.randint(1, ITERATIONS - 1))
+                # after the first epoch's checkpoint and before the last iteration: every trial resumes
+                at = draw.randint(ITERATIONS // 3 + 1, ITERATIONS - 1)
+                died = kill_after(start(configs[variant], work), work, at)
                 source = resume(configs[variant], work)
                 diff = differences(work, reference)
                 identical += not diff
