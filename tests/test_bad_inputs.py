@@ -48,7 +48,7 @@ from xmodal.data.retrieval import RetrievalDataset, write_retrieval_dataset
 from xmodal.data.writer import DatasetExistsError, read_split_file, write_dataset
 from xmodal.distill.distiller import Distiller
 from xmodal.engine.checkpoint import save_checkpoint_file
-from xmodal.errors import ConfigError, DiskFullError
+from xmodal.errors import ConfigError, DiskFullError, RankFailedError, TeacherCacheError
 from xmodal.evaluation.detection import evaluate_nuscenes
 from xmodal.registry import MODELS
 
@@ -1254,6 +1254,45 @@ def a01(ws):
 
     _task(ws)
     return lambda: fit(ws / "student.py", ws / "work", epoch=2)
+
+
+# -- distributed runs, shared teacher caches -----------------------------------------------------------------
+@case("M01", RankFailedError, r"^rank 1 of 2: train sample 5: unreadable image \(a damaged file\)$")
+def m01(ws):
+    """Rank 0's side of a failure on rank 1, in this process (tests/test_rank_failure.py runs it on two):
+    rank 1 published its error, and the "connection closed" that its exit caused here becomes that error."""
+    from unittest import mock
+
+    from xmodal.engine import rank_failure
+
+    store = torch.distributed.HashStore()
+    store.set(rank_failure.FAILURE_KEY, json.dumps(
+        {"rank": 1, "message": "rank 1 of 2: train sample 5: unreadable image (a damaged file)"}))
+
+    def action():
+        with mock.patch.object(rank_failure, "_store", return_value=store), \
+                mock.patch.object(rank_failure.dist, "get_rank", return_value=0), \
+                mock.patch.object(rank_failure.dist, "get_world_size", return_value=2):
+            raise rank_failure.stop_together(RuntimeError("Connection closed by peer [127.0.0.1]:4242"))
+
+    return action
+
+
+@case("T01", TeacherCacheError, r"cache/key/outputs\.npy: sha256: content does not match meta\.json \(recorded "
+                                r"[0-9a-f]{12}\.\.\., file [0-9a-f]{12}\.\.\.\): the teacher cache entry changed after "
+                                r"it was written \(a disk error, or another program writing into it\); delete "
+                                r".*cache/key and run again to rebuild it")
+def t01(ws):
+    from xmodal.distill.teacher_cache import load_or_build
+
+    def compute():
+        yield np.arange(4), np.ones((4, 2), np.float32)
+
+    load_or_build(ws / "cache", "key", 4, compute)
+    with open(ws / "cache" / "key" / "outputs.npy", "r+b") as fh:  # one byte changed in place
+        fh.seek(-1, os.SEEK_END)
+        fh.write(b"\x01")
+    return lambda: load_or_build(ws / "cache", "key", 4, compute)
 
 
 # -- running a case ------------------------------------------------------------------------------------------

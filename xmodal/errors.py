@@ -29,6 +29,15 @@ class WorkDirBusyError(RuntimeError):
     """Another live run holds the work dir (its lock names the PID)."""
 
 
+class RankFailedError(RuntimeError):
+    """A distributed run stopped because one rank failed; every rank raises it with the same message,
+    which starts with the failed rank (``rank 1 of 2: ...``)."""
+
+
+class TeacherCacheError(ValueError):
+    """A teacher-cache entry that cannot be used (its files changed after it was written): names the file."""
+
+
 class DatasetFormatError(ValueError):
     """Names the file and the field at fault and what was expected."""
 
@@ -37,4 +46,5 @@ class DatasetFormatError(ValueError):
         super().__init__(f"{self.path}: {field}: {problem}")
 
 
-__all__ = ["CheckpointError", "ConfigError", "DatasetFormatError", "DiskFullError", "StageError"]
+__all__ = ["CheckpointError", "ConfigError", "DatasetFormatError", "DiskFullError", "RankFailedError", "StageError",
+           "TeacherCacheError"]

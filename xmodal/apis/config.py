@@ -46,6 +46,8 @@ def load_config(config: str | Path, cfg_options: dict | None = None, work_dir: s
     check_config(cfg)  # unknown types and wrong-typed numbers fail here, before anything is built or written
     if cfg_options and epochs_before is not None and _max_epochs(cfg) != epochs_before:
         apply_epoch_override(cfg, epochs_before, cfg_options)
+    if not cfg.get("stages"):
+        seed_loader_workers(cfg)  # a staged recipe's loaders: in each stage's merged config (stage_config)
     cfg.launcher = launcher
     if launcher != "none":
         setup_distributed(cfg)
@@ -55,6 +57,21 @@ def load_config(config: str | Path, cfg_options: dict | None = None, work_dir: s
         cfg.work_dir = str(Path("work_dirs") / path.stem)
     check_work_dir(cfg.work_dir, path)
     return cfg
+
+
+def seed_loader_workers(cfg: Config) -> None:
+    """Every data loader with workers (``num_workers > 0``) gets its batch sampler wrapped in
+    :class:`~xmodal.data.worker_seed.WorkerSeededBatchSampler`, so the random transforms its workers run
+    depend on the seed, rank, epoch and batch alone, and a resumed run repeats them exactly."""
+    for split in ("train", "val", "test"):
+        loader = cfg.get(f"{split}_dataloader")
+        if not isinstance(loader, Mapping) or not loader.get("num_workers"):
+            continue
+        inner = loader.get("batch_sampler")
+        if isinstance(inner, Mapping) and inner.get("type") == "WorkerSeededBatchSampler":
+            continue
+        loader["batch_sampler"] = dict(type="WorkerSeededBatchSampler", batch_sampler=inner,
+                                       drop_last=bool(loader.pop("drop_last", False)))
 
 
 def check_work_dir(work_dir: str | Path, config: str | Path) -> None:

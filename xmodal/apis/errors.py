@@ -12,10 +12,11 @@ from __future__ import annotations
 import functools
 import os
 import sys
+import traceback
 from collections.abc import Callable
 from typing import TypeVar
 
-from xmodal.errors import CheckpointError, DiskFullError, StageError, WorkDirBusyError
+from xmodal.errors import CheckpointError, DiskFullError, RankFailedError, StageError, WorkDirBusyError
 
 F = TypeVar("F", bound=Callable)
 
@@ -29,7 +30,7 @@ EXIT_USER_ERROR = 2
 
 
 def user_error_types() -> tuple[type[BaseException], ...]:
-    return USER_ERRORS + (CheckpointError, StageError, DiskFullError, WorkDirBusyError)
+    return USER_ERRORS + (CheckpointError, StageError, DiskFullError, WorkDirBusyError, RankFailedError)
 
 
 def format_error(error: BaseException) -> str:
@@ -51,6 +52,10 @@ def cli_errors(main: F) -> F:
         try:
             return main(*args, **kwargs)
         except user_error_types() as error:
+            cause = error.__cause__
+            if getattr(error, "here", False) and isinstance(cause, Exception) \
+                    and not isinstance(cause, user_error_types()):
+                traceback.print_exception(cause)  # this rank's own error is a bug: keep its traceback
             print(f"error: {format_error(error)}", file=sys.stderr)
             raise SystemExit(EXIT_USER_ERROR) from None
 

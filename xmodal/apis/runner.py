@@ -19,6 +19,7 @@ from xmodal.distill.base import BaseDistiller
 from xmodal.engine.config_text import format_config_text_once
 from xmodal.engine.hooks import LabelBudgetHook, ResumeScheduleCheck, RNGStateHook
 from xmodal.engine.nan_guard import NonFiniteLossGuard
+from xmodal.engine.rank_failure import watch_peers
 from xmodal.engine.unwrap import unwrap
 from xmodal.registry import HOOKS
 
@@ -30,6 +31,7 @@ def add_default_hooks(runner: Runner, cfg: Config) -> None:
     (``labelled_ids.json``) and, for a distiller whose config switches ``teacher_cache`` on, the hook
     that builds the cache before training (the distiller's ``cache_hook``)."""
     format_config_text_once(runner)  # checkpoints store the config text; format it once, not per save
+    watch_peers()  # a run on GPUs starts its process group in the Runner: watch the other ranks from now on
     if not any(isinstance(hook, RNGStateHook) for hook in runner.hooks):
         runner.register_hook(RNGStateHook())
     model = unwrap(runner.model)

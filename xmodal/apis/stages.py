@@ -21,7 +21,7 @@ from mmengine.config import Config
 from mmengine.dist import barrier
 from mmengine.runner import Runner
 
-from xmodal.apis.config import enable_amp
+from xmodal.apis.config import enable_amp, seed_loader_workers
 from xmodal.apis.runner import add_default_hooks
 from xmodal.engine.checkpoint import atomic_write_bytes, resolve_checkpoint
 from xmodal.errors import StageError
@@ -62,6 +62,7 @@ def stage_config(cfg: Config, number: int) -> Config:
     # mmengine appends a timestamp in seconds; the counter keeps stages started within one second apart
     merged.experiment_name = f"{Path(cfg.filename or 'recipe').stem}_stage{number}_{next(_RUN_IDS)}"
     merged.stage_name = name
+    seed_loader_workers(merged)
     if number > 1:
         merged.model.init_from = str(stage_dir(cfg, number - 1))
     return merged

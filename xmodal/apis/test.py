@@ -11,6 +11,7 @@ from xmodal.apis.errors import cli_errors
 from xmodal.apis.stages import is_staged, stage_dir, test_config
 from xmodal.engine.checkpoint import atomic_write_bytes, load_weights, resolve_checkpoint
 from xmodal.engine.console import TestRunner
+from xmodal.engine.rank_failure import fail_together
 from xmodal.engine.unwrap import unwrap
 from xmodal.evaluation.routing import plot_router_usage
 
@@ -67,8 +68,9 @@ def evaluate(config: str, checkpoint: str, out: str | None = None, work_dir: str
 @cli_errors
 def main(argv: list[str] | None = None) -> None:
     args = parse_args(argv)
-    metrics = evaluate(args.config, args.checkpoint, args.out, args.work_dir, args.cfg_options, args.launcher,
-                       args.router_plot)
+    with fail_together():  # distributed: one rank's error stops every rank with the same message
+        metrics = evaluate(args.config, args.checkpoint, args.out, args.work_dir, args.cfg_options, args.launcher,
+                           args.router_plot)
     print(json.dumps(metrics, indent=2))
 
 

@@ -17,6 +17,7 @@ from xmodal.apis.runner import add_default_hooks, run_header
 from xmodal.apis.stages import is_staged, run_stages
 from xmodal.engine.console import ConsoleProgressHook, QuietRunner
 from xmodal.engine.lock import work_dir_lock
+from xmodal.engine.rank_failure import fail_together
 from xmodal.errors import CheckpointError, ConfigError
 
 
@@ -109,7 +110,9 @@ def _lock(cfg):
 def main(argv: list[str] | None = None) -> None:
     args = parse_args(argv)
     cfg = load_config(args.config, args.cfg_options, args.work_dir, args.launcher)
-    with config_errors(cfg), _lock(cfg):  # a bad type or argument deep in the model: named by its config key
+    # fail_together: in a distributed run, one rank's error stops every rank at once with the same message;
+    # config_errors: a bad type or argument deep in the model is named by its config key
+    with fail_together(), config_errors(cfg), _lock(cfg):
         if is_staged(cfg):
             if args.resume not in (None, "auto"):
                 raise ConfigError(f"--resume {args.resume}: a staged recipe resumes from its stage directories; "

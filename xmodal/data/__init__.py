@@ -7,6 +7,7 @@ from xmodal.data.segmentation import SegmentationDataset
 from xmodal.data.shapes_captions import ShapesCaptionsDataset, ShapesCaptionsSpec, build_shapes_captions
 from xmodal.data.synthetic_scenes import SyntheticScenesDataset, SyntheticScenesSpec, build_synthetic_scenes
 from xmodal.data.transforms import GaussianNoise, LogMelSpectrogram
+from xmodal.data.worker_seed import WorkerSeededBatchSampler
 from xmodal.errors import DatasetFormatError
 
 __all__ = [
@@ -24,6 +25,7 @@ __all__ = [
     "ShapesCaptionsSpec",
     "SyntheticScenesDataset",
     "SyntheticScenesSpec",
+    "WorkerSeededBatchSampler",
     "build_digits_av",
     "build_shapes_captions",
     "build_synthetic_scenes",

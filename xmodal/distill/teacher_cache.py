@@ -5,27 +5,40 @@ An entry lives in ``<cache dir>/<fingerprint>/``: one ``<name>.npy`` per cached 
 memory-mapped, row = the sample's position in its split, i.e. the batch's ``index``) plus
 ``meta.json``; a single unnamed output is ``outputs.npy``. The fingerprint hashes the teachers'
 weights, the dataset identity and whatever else the caller adds, so any change gives a new entry
-instead of stale outputs. Entries are built in a temporary directory, with a progress bar, and renamed.
+instead of stale outputs.
+
+A cache directory may be shared by runs that start at the same time (a team disk): an entry is built
+by one process at a time (a lock file ``.<fingerprint>.lock`` beside it; the others wait, then read
+it), in a temporary directory, with a progress bar, and renamed into place whole, so a reader never
+sees a half-written entry. An entry in place is never written again. ``meta.json`` records each
+file's SHA-256, checked whenever the entry is opened: an entry whose files changed afterwards is
+refused with a :class:`~xmodal.errors.TeacherCacheError` naming the file.
 """
 
 from __future__ import annotations
 
 import contextlib
+import fcntl
 import hashlib
 import json
 import os
 import re
+import secrets
 import shutil
+import socket
 import time
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from pathlib import Path
 
 import numpy as np
 import torch
-from mmengine.dist import barrier, get_rank
 from torch import nn
 
-CACHE_VERSION = 1
+from xmodal.data.provenance import sha256_of
+from xmodal.engine.rank_failure import on_rank_zero
+from xmodal.errors import TeacherCacheError
+
+CACHE_VERSION = 2  # 2: meta.json records the files' SHA-256, checked on every read
 _NAME = re.compile(r"[A-Za-z0-9_][A-Za-z0-9_.-]*")
 
 
@@ -72,17 +85,77 @@ def load_or_build_outputs(cache_dir: str | Path, key: str, num_samples: int, nam
         raise ValueError(f"teacher cache: output names {bad or list(names)} are not usable as file names "
                          f"(letters, digits, '_', '.', '-')")
     entry = Path(cache_dir) / key
-    if get_rank() == 0 and not is_complete(entry, names):
-        _build(entry, num_samples, list(names), compute, logger)
-    barrier()
+    # rank 0 checks or builds the entry while the others wait; its error stops every rank
+    on_rank_zero(lambda: _open_or_build(entry, num_samples, list(names), compute, logger))
     if logger:
         logger.info(f"teacher cache: reading {entry}")
     return {name: np.load(entry / f"{name}.npy", mmap_mode="r") for name in names}
 
 
-def is_complete(entry: Path, names: Sequence[str]) -> bool:
-    """``meta.json`` is written last, so its presence with every output file marks a finished entry."""
-    return (entry / "meta.json").is_file() and all((entry / f"{name}.npy").is_file() for name in names)
+def _open_or_build(entry: Path, num_samples: int, names: list[str], compute, logger) -> None:
+    """``meta.json`` is written last, so an entry with it is complete: check it; otherwise build it."""
+    if not (entry / "meta.json").is_file():
+        with _entry_lock(entry, logger):
+            if not (entry / "meta.json").is_file():  # another run may have built it while this one waited
+                _build(entry, num_samples, names, compute, logger)
+                return
+    verify_entry(entry, names)
+
+
+def verify_entry(entry: Path, names: Sequence[str]) -> None:
+    """Check the entry's files against the SHA-256 its ``meta.json`` records; a
+    :class:`~xmodal.errors.TeacherCacheError` names the first file that does not match."""
+    meta_path = entry / "meta.json"
+    advice = f"delete {entry} and run again to rebuild it"
+    try:
+        meta = json.loads(meta_path.read_text())
+        recorded = meta["sha256"]
+    except (OSError, ValueError, TypeError, KeyError) as err:
+        raise TeacherCacheError(f"{meta_path}: not a readable teacher cache record with sha256 checksums "
+                                f"({type(err).__name__}: {err}); {advice}") from None
+    for name in names:
+        path = entry / f"{name}.npy"
+        if not path.is_file():
+            raise TeacherCacheError(f"{path}: missing from the teacher cache entry (meta.json lists it); {advice}")
+        actual = sha256_of(path)
+        if actual != recorded.get(path.name):
+            raise TeacherCacheError(f"{path}: sha256: content does not match meta.json (recorded "
+                                    f"{str(recorded.get(path.name))[:12]}..., file {actual[:12]}...): the teacher "
+                                    f"cache entry changed after it was written (a disk error, or another program "
+                                    f"writing into it); {advice}")
+
+
+@contextlib.contextmanager
+def _entry_lock(entry: Path, logger) -> Iterator[None]:
+    """An exclusive lock on ``.<entry>.lock`` beside the entry (flock: released by the kernel when its
+    process dies). The file is removed on release, so the cache directory keeps only entries; a
+    waiter that locked a file removed meanwhile tries again on the new one."""
+    path = entry.with_name(f".{entry.name}.lock")
+    path.parent.mkdir(parents=True, exist_ok=True)
+    told = False
+    while True:
+        fd = os.open(path, os.O_CREAT | os.O_RDWR, 0o644)
+        try:
+            try:
+                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            except BlockingIOError:
+                if logger and not told:
+                    logger.info(f"teacher cache: another process is building {entry}; waiting for it")
+                    told = True
+                fcntl.flock(fd, fcntl.LOCK_EX)
+            with contextlib.suppress(FileNotFoundError):
+                if os.fstat(fd).st_ino == os.stat(path).st_ino:
+                    break
+        except BaseException:
+            os.close(fd)
+            raise
+        os.close(fd)
+    try:
+        yield
+    finally:
+        with contextlib.suppress(FileNotFoundError):
+            os.unlink(path)  # still locked: a process waiting on this file will see it gone and retry
+        os.close(fd)
 
 
 @contextlib.contextmanager
@@ -104,9 +177,20 @@ def _progress(total: int, description: str) -> Iterator[Callable[[int], None]]:
         progress.stop()
 
 
+def _fsync(path: Path) -> None:
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
 def _build(entry: Path, num_samples: int, names: list[str], compute, logger) -> None:
-    tmp = entry.with_name(f"{entry.name}.tmp-{os.getpid()}")
-    shutil.rmtree(tmp, ignore_errors=True)
+    """Build the entry in a temporary directory beside it and rename it into place; the caller holds the
+    entry's lock, so any other temporary directory of this entry is left by a build that died."""
+    for stale in [*entry.parent.glob(f"{entry.name}.tmp-*"), *entry.parent.glob(f"{entry.name}.old-*")]:
+        shutil.rmtree(stale, ignore_errors=True)
+    tmp = entry.with_name(f"{entry.name}.tmp-{socket.gethostname()}-{os.getpid()}-{secrets.token_hex(4)}")
     tmp.mkdir(parents=True)
     if logger:
         logger.info(f"teacher cache: computing {', '.join(names)} for {num_samples} samples into {entry}")
@@ -129,18 +213,29 @@ def _build(entry: Path, num_samples: int, names: list[str], compute, logger) -> 
                 advance(len(positions))
         if not arrays or not filled.all():
             raise RuntimeError(f"teacher cache: {int((~filled).sum())} of {num_samples} samples got no output")
+        for array in arrays.values():
+            array.flush()
+        meta = {"key": entry.name, "num_samples": num_samples, "version": CACHE_VERSION,
+                "outputs": {name: {"shape": list(a.shape[1:]), "dtype": str(a.dtype)} for name, a in arrays.items()}}
+        arrays.clear()
+        meta["sha256"] = {}
+        for name in names:
+            _fsync(tmp / f"{name}.npy")  # on disk before the entry is renamed into place
+            meta["sha256"][f"{name}.npy"] = sha256_of(tmp / f"{name}.npy")
+        (tmp / "meta.json").write_text(json.dumps(meta))
+        _fsync(tmp / "meta.json")
+        _fsync(tmp)
     except BaseException:
         arrays.clear()
         shutil.rmtree(tmp, ignore_errors=True)
         raise
-    for array in arrays.values():
-        array.flush()
-    meta = {"key": entry.name, "num_samples": num_samples, "version": CACHE_VERSION,
-            "outputs": {name: {"shape": list(a.shape[1:]), "dtype": str(a.dtype)} for name, a in arrays.items()}}
-    arrays.clear()
-    (tmp / "meta.json").write_text(json.dumps(meta))
-    if entry.exists():  # an unfinished entry left by an older version: replace it whole
-        shutil.rmtree(entry)
-    os.replace(tmp, entry)
+    if entry.exists():  # an unfinished entry (no meta.json, left by an older version): swap it out whole
+        old = entry.with_name(f"{entry.name}.old-{secrets.token_hex(4)}")
+        os.replace(entry, old)
+        os.replace(tmp, entry)
+        shutil.rmtree(old, ignore_errors=True)
+    else:
+        os.replace(tmp, entry)
+    _fsync(entry.parent)
     if logger:
         logger.info(f"teacher cache: built {entry} in {time.perf_counter() - start:.1f} s")

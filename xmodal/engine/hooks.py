@@ -24,9 +24,21 @@ from xmodal.registry import HOOKS
 @HOOKS.register_module()
 class RNGStateHook(Hook):
     """Stores the torch / numpy / python RNG states in each checkpoint and restores them on resume,
-    so a resumed run draws the same random numbers (dropout, augmentation) as an uninterrupted one."""
+    so a resumed run draws the same random numbers (dropout, augmentation) as an uninterrupted one.
+
+    A data loader with workers draws a base seed for them from torch's RNG whenever it starts them: every
+    epoch, or only once per run with ``persistent_workers=True``, so once in the uninterrupted run and
+    once more in the resumed one. Before training, each such loader gets a generator of its own for that
+    draw, which leaves the training RNG alone (the workers' random numbers come from
+    ``WorkerSeededBatchSampler``, not from that seed)."""
 
     priority = "VERY_LOW"
+
+    def before_train(self, runner) -> None:
+        for loop in (runner.train_loop, runner.val_loop):
+            loader = getattr(loop, "dataloader", None)
+            if loader is not None and getattr(loader, "num_workers", 0) and loader.generator is None:
+                loader.generator = torch.Generator()
 
     def before_save_checkpoint(self, runner, checkpoint: dict) -> None:
         np_state = np.random.get_state()

@@ -14,7 +14,9 @@ and every optimizer wrapper (``OptimWrapper``, ``AmpOptimWrapper``, ``CPUBf16Opt
 
 Before any checkpoint is written the guard also checks that every floating-point tensor of the
 model's state is finite (a non-finite gradient can corrupt weights while the loss was still finite),
-and refuses to write it otherwise. ``tools/train.py`` installs the guard on every run; the config
+and refuses to write it otherwise. In a distributed run the ranks agree at every step: a non-finite term
+on any rank stops (or skips the batch on) every rank at the same step, with one message naming the
+rank and its terms. ``tools/train.py`` installs the guard on every run; the config
 key ``nan_guard = dict(action="stop" | "skip" | "off", max_skips=10)`` sets it up.
 """
 
@@ -27,6 +29,7 @@ from mmengine.hooks import Hook
 from mmengine.model import is_model_wrapper
 from mmengine.runner import EpochBasedTrainLoop
 
+from xmodal.engine.rank_failure import distributed
 from xmodal.registry import HOOKS
 
 ACTIONS = ("stop", "skip", "off")
@@ -34,6 +37,13 @@ ACTIONS = ("stop", "skip", "off")
 
 class NonFiniteLossError(ValueError):
     """A loss term (or, before a checkpoint, a weight) is NaN or Inf."""
+
+
+def _every_rank(error: NonFiniteLossError) -> NonFiniteLossError:
+    """In a distributed run every rank raises this error at the same step with the same message
+    (xmodal.engine.rank_failure reports it without a rank prefix)."""
+    error.every_rank = distributed()
+    return error
 
 
 class _SkipBatch(Exception):
@@ -140,29 +150,47 @@ class NonFiniteLossGuard(Hook):
         if not terms:
             return
         finite = torch.stack([torch.isfinite(v.detach()).all() for _, v in terms])
-        bad = (~finite).any().to(torch.int32)
-        if torch.distributed.is_available() and torch.distributed.is_initialized():
-            # every rank must take the same branch, or the others wait forever in backward's all-reduce
-            torch.distributed.all_reduce(bad, op=torch.distributed.ReduceOp.MAX)
-        if not bool(bad):
-            return
         flags = finite.tolist()
-        named = [f"{key}={_describe(v)}" for (key, v), ok in zip(terms, flags) if not ok]
-        what = ", ".join(named) if named else "another rank's loss"
+        named = ", ".join(f"{key}={_describe(v)}" for (key, v), ok in zip(terms, flags) if not ok)
         every = ", ".join(f"{key}={_describe(v)}" for key, v in terms)
-        message = f"non-finite loss {what} at {self._where(runner)} (all terms: {every})"
+        if distributed():
+            message = self._agreed_message(runner, named, every)
+        elif named:
+            message = f"non-finite loss {named} at {self._where(runner)} (all terms: {every})"
+        else:
+            return
+        if message is None:
+            return
         if self.action == "stop":
-            raise NonFiniteLossError(
+            raise _every_rank(NonFiniteLossError(
                 f"{message}: training stopped before the optimizer step; no checkpoint was written after "
-                f"iteration {runner.iter}. Set nan_guard=dict(action='skip') to skip such batches instead.")
+                f"iteration {runner.iter}. Set nan_guard=dict(action='skip') to skip such batches instead."))
         raise _SkipBatch(message)
+
+    def _agreed_message(self, runner, named: str, every: str) -> str | None:
+        """Every rank must take the same branch, or the others wait forever in backward's all-reduce:
+        the ranks agree on whether any of them has a non-finite term, and on one message naming it."""
+        rank, world = torch.distributed.get_rank(), torch.distributed.get_world_size()
+        bad = torch.zeros(world, dtype=torch.int32)
+        bad[rank] = int(bool(named))
+        torch.distributed.all_reduce(bad)
+        ranks = bad.nonzero().flatten().tolist()
+        if not ranks:
+            return None
+        described: list = [None] * world
+        torch.distributed.all_gather_object(described, (named, every))
+        first = ranks[0]
+        also = f"; also on rank(s) {ranks[1:]}" if len(ranks) > 1 else ""
+        return (f"non-finite loss {described[first][0]} on rank {first} of {world} at {self._where(runner)} "
+                f"(all terms on rank {first}: {described[first][1]}{also})")
 
     def _skip(self, runner, message: str) -> dict:
         self.skipped += 1
         self.consecutive += 1
         if self.consecutive >= self.max_skips:
-            raise NonFiniteLossError(f"{message}: {self.consecutive} batches in a row had a non-finite loss "
-                                     f"(nan_guard.max_skips={self.max_skips}); training stopped")
+            raise _every_rank(NonFiniteLossError(
+                f"{message}: {self.consecutive} batches in a row had a non-finite loss "
+                f"(nan_guard.max_skips={self.max_skips}); training stopped"))
         runner.logger.warning(f"{message}: batch skipped, no optimizer step "
                               f"({self.consecutive} in a row, {self.skipped} so far)")
         runner.message_hub.update_info("nan_guard_skipped", self.skipped)
