@@ -41,7 +41,6 @@ class MSTCoTrainer(BaseDistiller):
                          init_cfg=init_cfg)
         self.temperature = float(temperature)
         self.detach_peers = detach_peers
-        self.train_teachers = train_teachers
         self.frozen_teachers = not train_teachers
         if not train_teachers:
             for teacher in self.teachers.values():
@@ -58,7 +57,7 @@ class MSTCoTrainer(BaseDistiller):
 
     def learners(self) -> list[str]:
         """The members that train in this stage."""
-        return list(self.members()) if self.train_teachers else ["student"]
+        return ["student"] if self.frozen_teachers else list(self.members())
 
     def distill_losses(self, batch: dict) -> dict[str, torch.Tensor]:
         members = self.members()
