@@ -109,3 +109,9 @@ def test_image_text_recalls_and_cli_report_the_certificate(tmp_path, capsys):
     assert "q2g: rerank:" in capsys.readouterr().err
     assert retrieval_main(args + ["--nprobe", "1", "--rerank-fallback", "none", "--verify", "50"]) == 0
     assert "q2g: rerank:" in capsys.readouterr().err
+
+
+def test_gpu_without_a_gpu_build_is_a_clear_error():
+    queries, gallery, positive = _data(n=200, nq=20)
+    with pytest.raises(ValueError, match="faiss-gpu-cu12"):
+        _hits(queries, gallery, positive, index="chunked", gpu=True)

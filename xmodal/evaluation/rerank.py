@@ -127,6 +127,10 @@ def exact_search(queries: np.ndarray, reader: GalleryReader, k: int, gpu: bool =
     k = min(k, reader.n)
     best_s = np.full((len(queries), k), -np.inf, dtype=np.float32)
     best_r = np.full((len(queries), k), -1, dtype=np.int64)
+    if gpu and (getattr(faiss, "StandardGpuResources", None) is None or faiss.get_num_gpus() == 0):
+        raise ValueError("gpu=True but FAISS sees no GPU (faiss.get_num_gpus() == 0); the faiss-cpu wheel has no GPU "
+                         "support: on a CUDA machine replace it (pip uninstall faiss-cpu && pip install "
+                         "faiss-gpu-cu12; docs/retrieval.md), or drop gpu=True / --gpu")
     res = faiss.StandardGpuResources() if gpu else None
     for start, block in reader.chunks():
         kk = min(k, len(block))
