@@ -46,7 +46,7 @@ def parse_args(argv=None) -> argparse.Namespace:
     parser.add_argument("--methods", nargs="+", choices=METHODS, default=list(METHODS[:2]))
     parser.add_argument("--data", choices=("random", "clustered"), default="random")
     parser.add_argument("--nprobe", type=int, help="rerank: IVF lists visited per query (default nlist / 128)")
-    parser.add_argument("--worker", choices=METHODS, help=argparse.SUPPRESS)  # internal: one measurement
+    parser.add_argument("--worker", choices=(*METHODS, "data"), help=argparse.SUPPRESS)  # internal: one step
     parser.add_argument("--size", type=int, help=argparse.SUPPRESS)
     parser.add_argument("--dir", help=argparse.SUPPRESS)
     parser.add_argument("--out", help=argparse.SUPPRESS)
@@ -73,6 +73,12 @@ def make_data(size: int, num_queries: int, dim: int, noise: float, seed: int, ki
     positive = rng.integers(0, size, num_queries)
     noise_vec = rng.standard_normal((num_queries, dim), dtype=np.float32) * np.float32(noise / np.sqrt(dim))
     return gallery, gallery[positive] + noise_vec, positive
+
+
+def write_data(args: argparse.Namespace) -> None:
+    gallery, queries, positive = make_data(args.size, args.queries, args.dim, args.noise, args.seed, args.data)
+    for name, array in (("gallery", gallery), ("queries", queries), ("positive", positive)):
+        np.save(Path(args.dir) / f"{name}.npy", array)
 
 
 def worker(args: argparse.Namespace) -> None:
@@ -110,15 +116,18 @@ def main(argv=None) -> None:
     from xmodal.evaluation.retrieval import rerank_summary
 
     args = parse_args(argv)
+    if args.worker == "data":
+        return write_data(args)
     if args.worker:
         return worker(args)
     rows = []
     with tempfile.TemporaryDirectory(prefix="retrieval-bench-") as tmp:
         for size in args.sizes:
-            gallery, queries, positive = make_data(size, args.queries, args.dim, args.noise, args.seed, args.data)
-            for name, array in (("gallery", gallery), ("queries", queries), ("positive", positive)):
-                np.save(Path(tmp) / f"{name}.npy", array)
-            del gallery, queries, positive
+            # written by a child process: a child inherits the RSS this process has when it forks, and the
+            # workers' peak RSS must be their own
+            subprocess.run([sys.executable, __file__, "--worker", "data", "--size", str(size), "--dir", tmp,
+                            "--queries", str(args.queries), "--dim", str(args.dim), "--noise", str(args.noise),
+                            "--seed", str(args.seed), "--data", args.data], check=True)
             hits = {}
             for method in args.methods:
                 out = str(Path(tmp) / f"{method}-{size}")

@@ -211,7 +211,7 @@ def build_candidate_index(reader: GalleryReader, nlist: int | None = None, train
 
 
 def certified_search(cindex: CandidateIndex, queries: np.ndarray, reader: GalleryReader, k: int, k_prime: int,
-                     nprobe: int, query_batch: int = 4096) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+                     nprobe: int, query_batch: int = 1024) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """Top-``k_prime`` candidates per normalised query, re-ranked exactly: (exact scores, compact rows,
     certified). ``certified[i]`` means every gallery row scoring at least query i's k-th best exact score
     is in its list (the module docstring's certificate)."""
