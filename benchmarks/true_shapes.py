@@ -441,7 +441,9 @@ def describe(row: dict) -> list[str]:
     notes = []
     if row.get("projected_only"):
         notes.append(f"projected from probes at batch {row['probe'][0][0]}/{row['probe'][-1][0]}")
-        rss = f"~{row['est_rss'] / GiB:.1f}"
+        (b1, r1, _), (b2, r2, _) = row["probe"][0], row["probe"][-1]
+        micro = big // accum
+        rss = f"~{(fit(b1, r1, b2, r2, micro) if b1 != b2 else r1 * micro / b1) / GiB:.1f}"
         eval_cell = ""
     else:
         rss = f"{row['peak_rss'] / GiB:.1f}"
