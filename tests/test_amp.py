@@ -18,7 +18,7 @@ from mmengine.optim import OptimWrapper
 
 from tests.conftest import REPO
 from tests.test_distiller import KD, STUDENT, TEACHER  # the same tiny image student and fusion teacher
-from xmodal.apis.config import enable_amp, load_config
+from xmodal.apis.config import amp_for_this_machine, enable_amp, load_config
 from xmodal.data.writer import write_dataset
 from xmodal.distill import Distiller
 from xmodal.distill import losses as L
@@ -197,3 +197,13 @@ visualizer = dict(type="Visualizer", vis_backends=[dict(type="LocalVisBackend")]
     losses = [json.loads(line)["loss"] for line in scalars.read_text().splitlines() if '"loss"' in line]
     assert len(losses) == 2 and all(math.isfinite(v) for v in losses)  # 16 samples / batch 8
     assert (tmp_path / "work" / "epoch_1.pth").is_file()
+
+
+def test_gpu_amp_configs_train_on_cpu_with_bf16(monkeypatch):
+    # the shipped GPU-scale retrieval configs name AmpOptimWrapper, which mmengine refuses without CUDA
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
+    cfg = load_config(REPO / "configs/retrieval/cprd_flickr30k.py")
+    assert cfg.optim_wrapper.type == "AmpOptimWrapper"
+    assert amp_for_this_machine(cfg)
+    assert cfg.optim_wrapper.type == "CPUBf16OptimWrapper" and "loss_scale" not in cfg.optim_wrapper
+    assert not amp_for_this_machine(load_config(REPO / "configs/digits_av/student_image.py"))

@@ -345,6 +345,16 @@ def test_stage3_frozen_parts_and_bad_settings():
         _router(kd_mode="soft")
 
 
+def test_stage3_experts_run_in_slices_with_the_same_logits():
+    # large batches go through the experts expert_chunk samples at a time (bounded memory), same logits
+    whole, sliced = _router(), _router(expert_chunk=3)
+    sliced.load_state_dict(whole.state_dict())
+    batch = _batch(8)
+    torch.testing.assert_close(sliced.all_expert_logits(batch), whole.all_expert_logits(batch))
+    with pytest.raises(ValueError, match="expert_chunk"):
+        _router(expert_chunk=0)
+
+
 def test_gatenet_shapes():
     assert GateNet(10, 4)(torch.randn(3, 10)).shape == (3, 4)
 

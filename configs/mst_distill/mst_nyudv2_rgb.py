@@ -37,7 +37,10 @@ stages = [
     dict(
         name="co_training",
         model=dict(type="MSTCoTrainer", student=student, teachers=teachers, temperature=4.0),
-        optim_wrapper=adam,
+        # Three FuseNets train together at 480 x 640: batch 6 needs ~38 GiB (benchmarks/true_shapes.py), so the
+        # step is 3 batches of 2 accumulated (the official batch 6 per optimizer step; BatchNorm sees 2 frames)
+        train_dataloader=dict(batch_size=2),
+        optim_wrapper=dict(adam, accumulative_counts=3),
         param_scheduler=constant_lr,
         train_cfg=dict(by_epoch=True, max_epochs=1, val_interval=1),
         default_hooks=dict(checkpoint=dict(save_best=None)),

@@ -139,6 +139,16 @@ def enable_amp(cfg: Config) -> None:
             wrapper.pop(key, None)
 
 
+def amp_for_this_machine(cfg: Config) -> bool:
+    """A config written for a GPU (``AmpOptimWrapper``: fp16 with loss scaling, which mmengine allows on CUDA
+    only) trains on a CPU with bf16 autocast instead of failing at its first step. True when it switched."""
+    wrapper = cfg.get("optim_wrapper")
+    if torch.cuda.is_available() or not isinstance(wrapper, Mapping) or wrapper.get("type") != "AmpOptimWrapper":
+        return False
+    enable_amp(cfg)
+    return True
+
+
 def _max_epochs(cfg: Mapping) -> int | None:
     train_cfg = cfg.get("train_cfg")
     return train_cfg.get("max_epochs") if isinstance(train_cfg, Mapping) else None

@@ -27,7 +27,7 @@ from xmodal.apis.config import CfgOptionsAction, config_errors, load_config
 from xmodal.apis.errors import cli_errors
 from xmodal.engine.checkpoint import atomic_write_bytes, load_weights, resolve_checkpoint
 from xmodal.errors import ConfigError
-from xmodal.evaluation.retrieval import RetrievalMetric
+from xmodal.evaluation.retrieval import INDEXES, RetrievalMetric, rerank_summary
 from xmodal.registry import MODELS
 
 
@@ -40,8 +40,13 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("checkpoint", help="checkpoint file, or a work dir to use its best_*.pth")
     parser.add_argument("--split", choices=("val", "test"), default="test", help="which split (default: test)")
     parser.add_argument("--k", type=int, nargs="+", default=[1, 5, 10], help="cut-offs (default: 1 5 10)")
-    parser.add_argument("--index", choices=("flat", "ivf", "hnsw"), default="flat",
-                        help="FAISS index: flat = exact (default); ivf/hnsw approximate, for huge galleries")
+    parser.add_argument("--index", choices=INDEXES, default="flat",
+                        help="FAISS index: flat = exact (default); chunked = exact, gallery read in chunks; rerank = "
+                             "IVF 8-bit candidates re-ranked exactly in fp32 (same R@K as flat: queries it cannot "
+                             "certify are searched exhaustively); ivf/hnsw approximate")
+    parser.add_argument("--rerank-fallback", choices=("exact", "none"), default="exact",
+                        help="rerank: uncertified queries searched exhaustively (default) or kept, with the "
+                             "difference from exact search measured on a sample and printed")
     parser.add_argument("--gpu", action="store_true", help="search on GPU 0 (needs a faiss GPU build)")
     parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu",
                         help="where the model runs (default: cuda if available)")
@@ -93,7 +98,8 @@ def _save_embeddings(metric: RetrievalMetric, out: Path) -> None:
 
 def evaluate(config: str, checkpoint: str, split: str = "test", ks=(1, 5, 10), index: str = "flat",
              gpu: bool = False, device: str = "cpu", batch_size: int | None = None, json_out: str | None = None,
-             save_embeddings: str | None = None, cfg_options: dict | None = None) -> dict:
+             save_embeddings: str | None = None, cfg_options: dict | None = None,
+             rerank_fallback: str = "exact") -> dict:
     cfg = load_config(config, cfg_options)
     init_default_scope(cfg.get("default_scope", "xmodal"))  # the dataloader is built without a Runner
     loader_cfg = cfg.get(f"{split}_dataloader")
@@ -110,7 +116,8 @@ def evaluate(config: str, checkpoint: str, split: str = "test", ks=(1, 5, 10), i
     load_weights(model, path, what="model")
     with config_errors(cfg):
         records = embed(model, Runner.build_dataloader(loader_cfg), device)
-    metric = RetrievalMetric(ks=ks, index=index, gpu=gpu)
+    options = dict(fallback=rerank_fallback) if index == "rerank" else {}
+    metric = RetrievalMetric(ks=ks, index=index, gpu=gpu, **options)
     metric.process({}, records)
     metrics = metric.compute_metrics(metric.results)
     if save_embeddings:
@@ -132,13 +139,17 @@ def print_table(metrics: dict, ks, title: str) -> None:
         table.add_row(label, *(f"{100 * metrics[f'{prefix}_recall@{k}']:.2f}" for k in ks))
     table.caption = f"mean recall {100 * metrics['mean_recall']:.2f}"
     Console().print(table)
+    for prefix, label in (("text_retrieval", "image→text"), ("image_retrieval", "text→image")):
+        info = {key[len(prefix) + 1:]: value for key, value in metrics.items() if key.startswith(prefix + "_rerank_")}
+        if info and (line := rerank_summary({**info, "num_queries": info["rerank_queries"]}, ks)):
+            print(f"{label}: {line}")
 
 
 @cli_errors
 def main(argv: list[str] | None = None) -> dict:
     args = parse_args(argv)
     metrics = evaluate(args.config, args.checkpoint, args.split, args.k, args.index, args.gpu, args.device,
-                       args.batch_size, args.json, args.save_embeddings, args.cfg_options)
+                       args.batch_size, args.json, args.save_embeddings, args.cfg_options, args.rerank_fallback)
     print_table(metrics, args.k, f"{Path(args.config).stem}: {args.split} split, Recall@K (%)")
     return metrics
 

@@ -11,7 +11,14 @@ from mmengine.dist import get_rank, is_distributed
 from mmengine.runner import Runner
 
 import xmodal.engine  # noqa: F401  (atomic checkpoint writes, trusted loading)
-from xmodal.apis.config import CfgOptionsAction, config_errors, enable_amp, load_config, require_keys
+from xmodal.apis.config import (
+    CfgOptionsAction,
+    amp_for_this_machine,
+    config_errors,
+    enable_amp,
+    load_config,
+    require_keys,
+)
 from xmodal.apis.errors import cli_errors
 from xmodal.apis.runner import add_default_hooks, run_header
 from xmodal.apis.stages import is_staged, run_stages
@@ -44,6 +51,9 @@ def build_runner(args: argparse.Namespace) -> Runner:
     require_keys(cfg, ("train_dataloader", "train_cfg", "optim_wrapper"), "training")
     if args.amp:
         enable_amp(cfg)
+    elif amp_for_this_machine(cfg):
+        print("note: the config's AmpOptimWrapper needs CUDA; training with bf16 autocast on the CPU "
+              "(CPUBf16OptimWrapper)")
     if args.resume == "auto":
         if not (Path(cfg.work_dir) / "last_checkpoint").is_file():
             raise CheckpointError(f"--resume: {cfg.work_dir} has no checkpoint to resume (no last_checkpoint); "

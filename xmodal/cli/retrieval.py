@@ -22,7 +22,7 @@ from pathlib import Path
 import numpy as np
 
 from xmodal.apis.errors import cli_errors
-from xmodal.evaluation.retrieval import recall_at_k_pairs
+from xmodal.evaluation.retrieval import INDEXES, recall_at_k_pairs, rerank_summary
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
@@ -36,10 +36,18 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--k", type=int, nargs="+", default=[1, 5, 10], help="cut-offs (default: 1 5 10)")
     parser.add_argument("--direction", choices=("q2g", "both"), default="q2g")
     parser.add_argument("--json", help="also write the results to this JSON file (atomically)")
-    parser.add_argument("--index", choices=("flat", "ivf", "hnsw"), default="flat",
-                        help="flat: exact; ivf / hnsw: approximate, for very large galleries")
-    parser.add_argument("--nlist", type=int, help="IVF lists (default ~4 sqrt(gallery rows))")
-    parser.add_argument("--nprobe", type=int, help="IVF lists searched per query (default min(nlist, 32))")
+    parser.add_argument("--index", choices=INDEXES, default="flat",
+                        help="flat: exact; chunked: exact, the gallery read in chunks (memory: one chunk); rerank: "
+                             "IVF 8-bit candidates re-ranked exactly, uncertified queries searched exhaustively; "
+                             "ivf / hnsw: approximate")
+    parser.add_argument("--nlist", type=int, help="IVF lists (default ~4 sqrt(gallery rows); rerank: ~sqrt)")
+    parser.add_argument("--nprobe", type=int, help="IVF lists searched per query (default min(nlist, 32); "
+                                                   "rerank: nlist / 128)")
+    parser.add_argument("--k-prime", type=int, help="rerank: candidates re-ranked per query (default 10 x max k)")
+    parser.add_argument("--rerank-fallback", choices=("exact", "none"), default="exact",
+                        help="rerank: search uncertified queries exhaustively (exact, default) or keep their "
+                             "re-ranked lists and print the difference measured on --verify of them")
+    parser.add_argument("--verify", type=int, default=1000, help="rerank, fallback none: queries checked exactly")
     parser.add_argument("--gpu", action="store_true", help="search on GPU 0 (needs a faiss GPU build)")
     parser.add_argument("--skip-invalid", action="store_true",
                         help="drop zero-norm rows and queries without a positive (counted) instead of failing")
@@ -112,8 +120,10 @@ def evaluate(args: argparse.Namespace) -> dict:
     pair_q, pair_g = load_pairs(args.pairs, len(queries), len(gallery))
     common = dict(index=args.index, gpu=args.gpu, batch_size=args.batch_size, skip_invalid=args.skip_invalid,
                   positives_name=args.pairs)
-    if args.index == "ivf":
+    if args.index in ("ivf", "rerank"):
         common.update(nlist=args.nlist, nprobe=args.nprobe)
+    if args.index == "rerank":
+        common.update(k_prime=args.k_prime, fallback=args.rerank_fallback, verify=args.verify)
     results: dict = {"queries": args.queries, "gallery": args.gallery, "pairs": args.pairs, "index": args.index,
                      "k": list(args.k), "num_pairs": len(pair_q)}
     runs = [("q2g", queries, gallery, pair_q, pair_g, (args.queries, args.gallery), None, 0)]
@@ -138,6 +148,9 @@ def evaluate(args: argparse.Namespace) -> dict:
 def warnings_for(results: dict) -> list[str]:
     """What a reader of the table must know: rows left out, and recalls that are 100 % by construction."""
     lines = []
+    for direction in ("q2g", "g2q"):
+        if direction in results and (line := rerank_summary(results[direction], results["k"])):
+            lines.append(f"{direction}: {line}")
     g2q = results.get("g2q")
     if g2q and g2q["skipped_no_positive"]:
         lines.append(f"note: g2q: {g2q['skipped_no_positive']} gallery row(s) have no positive in {results['pairs']} "

@@ -31,35 +31,27 @@ import numpy as np
 import torch
 from mmengine.evaluator import BaseMetric
 
+from xmodal.evaluation.rerank import (
+    ROW_CHUNK,
+    ZERO_NORM,
+    GalleryReader,
+    build_candidate_index,
+    certified_search,
+    exact_search,
+    l2_normalise,
+    release_pages,
+    row_norms,
+    rows_ahead,
+)
 from xmodal.registry import METRICS
-
-ZERO_NORM = 1e-12  # rows with a smaller L2 norm have no direction: cosine similarity is undefined
-_ROW_CHUNK = 65536  # rows per block when scanning/normalising, so temporaries stay small for 1M-row galleries
-
-
-def l2_normalise(x: np.ndarray, eps: float = ZERO_NORM) -> np.ndarray:
-    """Rows scaled to unit L2 norm, as a new C-contiguous float32 array (the input is never modified).
-
-    Rows are divided by max(norm, ``eps``): zero rows stay zero. Validate first to refuse them.
-    """
-    out = np.array(x, dtype=np.float32, order="C", copy=True)
-    if out.ndim != 2:
-        raise ValueError(f"l2_normalise: expected a 2-D array (rows x dim), got shape {out.shape}")
-    for start in range(0, len(out), _ROW_CHUNK):
-        block = out[start:start + _ROW_CHUNK]
-        norms = _norms(block)
-        block /= np.maximum(norms, eps).astype(np.float32)[:, None]
-    return out
-
-
-def _norms(block: np.ndarray) -> np.ndarray:
-    # float64 accumulation: float32 squares of large entries overflow and sums lose precision
-    return np.sqrt(np.einsum("ij,ij->i", block, block, dtype=np.float64))
 
 
 def _row_norms(x: np.ndarray) -> np.ndarray:
-    return np.concatenate([_norms(np.asarray(x[s:s + _ROW_CHUNK], dtype=np.float32))
-                           for s in range(0, len(x), _ROW_CHUNK)]) if len(x) else np.zeros(0)
+    norms = [np.zeros(0)]
+    for start in range(0, len(x), ROW_CHUNK):
+        norms.append(row_norms(np.asarray(x[start:start + ROW_CHUNK], dtype=np.float32)))
+        release_pages(x)  # a memory-mapped gallery is read once here: keep only a chunk resident
+    return np.concatenate(norms)
 
 
 def _default_nlist(n: int) -> int:
@@ -147,13 +139,14 @@ def search(index: faiss.Index, queries: np.ndarray, k: int, batch_size: int = 16
 @dataclass
 class _Prepared:
     queries: np.ndarray  # normalised, valid query rows only
-    gallery: np.ndarray  # normalised, valid gallery rows only
+    gallery: np.ndarray | None  # normalised, valid gallery rows only (None when read in chunks: ``reader``)
     query_rows: np.ndarray  # original row of each kept query
     gallery_rows: np.ndarray  # original row of each kept gallery row
     pair_q: np.ndarray  # pairs in kept (compact) coordinates
     pair_g: np.ndarray
     skipped_queries: int
     skipped_gallery: int
+    reader: GalleryReader | None = None  # the valid gallery rows, normalised as read (memory maps)
 
 
 def _check_ks(ks: Iterable[int]) -> tuple[int, ...]:
@@ -204,8 +197,9 @@ def _where(name: str, row: int, ids: RowIds) -> str:
     return f"{name} row {row}" if ids is None else f"{name} row {row} ({ids[0]} {ids[1][row]})"
 
 
-def _row_mask(x: np.ndarray, name: str, skip_invalid: bool, ids: RowIds) -> np.ndarray:
-    """Rows usable as embeddings; NaN/Inf always raises, zero-norm raises unless ``skip_invalid``."""
+def _row_mask(x: np.ndarray, name: str, skip_invalid: bool, ids: RowIds) -> tuple[np.ndarray, np.ndarray]:
+    """Rows usable as embeddings and every row's norm; NaN/Inf always raises, zero-norm raises unless
+    ``skip_invalid``."""
     norms = _row_norms(x)
     nonfinite = np.flatnonzero(~np.isfinite(norms))
     if len(nonfinite):
@@ -217,12 +211,14 @@ def _row_mask(x: np.ndarray, name: str, skip_invalid: bool, ids: RowIds) -> np.n
         raise ValueError(f"{_where(name, rows[0], ids)}: zero-norm embedding (L2 norm < {ZERO_NORM:g}; {len(rows)} "
                          f"such row(s), first shown): cosine similarity is undefined; skip_invalid (--skip-invalid) "
                          f"drops such rows")
-    return ~zero
+    return ~zero, norms
 
 
 def _prepare(queries: np.ndarray, gallery: np.ndarray, pair_q: np.ndarray, pair_g: np.ndarray, *,
              skip_invalid: bool, names: tuple[str, str], positives_name: str,
-             row_ids: tuple[RowIds, RowIds] = (None, None)) -> _Prepared:
+             row_ids: tuple[RowIds, RowIds] = (None, None), stream: bool = False) -> _Prepared:
+    """Validated, normalised inputs; with ``stream`` the gallery is left where it is (e.g. a memory map) and
+    read in chunks through ``reader`` instead of being copied."""
     qname, gname = names
     queries, gallery = _check_array(queries, qname), _check_array(gallery, gname)
     if queries.shape[1] != gallery.shape[1]:
@@ -235,8 +231,8 @@ def _prepare(queries: np.ndarray, gallery: np.ndarray, pair_q: np.ndarray, pair_
         bad = np.flatnonzero((arr < 0) | (arr >= n))
         if len(bad):
             raise ValueError(f"{positives_name} pair {bad[0]}: {what} index {arr[bad[0]]} out of range [0, {n - 1}]")
-    q_ok = _row_mask(queries, qname, skip_invalid, row_ids[0])
-    g_ok = _row_mask(gallery, gname, skip_invalid, row_ids[1])
+    q_ok, _ = _row_mask(queries, qname, skip_invalid, row_ids[0])
+    g_ok, g_norms = _row_mask(gallery, gname, skip_invalid, row_ids[1])
     keep = g_ok[pair_g] & q_ok[pair_q]  # a pair with a dropped row cannot be scored
     pair_q, pair_g = pair_q[keep], pair_g[keep]
     has_pos = np.zeros(nq, dtype=bool)
@@ -251,17 +247,19 @@ def _prepare(queries: np.ndarray, gallery: np.ndarray, pair_q: np.ndarray, pair_
         raise ValueError(f"{qname}: no query left to evaluate after dropping invalid rows and rows without positive")
     q_new = np.cumsum(q_keep) - 1  # original row -> compact row
     g_new = np.cumsum(g_ok) - 1
+    all_valid = bool(g_ok.all())
+    reader = GalleryReader(gallery, None if all_valid else np.flatnonzero(g_ok), g_norms[g_ok]) if stream else None
     return _Prepared(
         queries=l2_normalise(queries[q_keep] if not q_keep.all() else queries),
-        gallery=l2_normalise(gallery[g_ok] if not g_ok.all() else gallery),
+        gallery=None if stream else l2_normalise(gallery if all_valid else gallery[g_ok]),
         query_rows=np.flatnonzero(q_keep), gallery_rows=np.flatnonzero(g_ok),
         pair_q=q_new[pair_q], pair_g=g_new[pair_g],
-        skipped_queries=int(nq - q_keep.sum()), skipped_gallery=int(ng - g_ok.sum()))
+        skipped_queries=int(nq - q_keep.sum()), skipped_gallery=int(ng - g_ok.sum()), reader=reader)
 
 
 def _result(p: _Prepared, ks: tuple[int, ...], hits: np.ndarray, return_hits: bool) -> dict:
     out: dict = {f"recall@{k}": float(hits[:, j].mean()) for j, k in enumerate(ks)}
-    out.update(num_queries=len(p.queries), num_gallery=len(p.gallery), skipped_queries=p.skipped_queries,
+    out.update(num_queries=len(p.queries), num_gallery=len(p.gallery_rows), skipped_queries=p.skipped_queries,
                skipped_gallery=p.skipped_gallery)
     if return_hits:
         out["hits"], out["query_rows"] = hits, p.query_rows
@@ -276,38 +274,120 @@ def _exact_rank(query: np.ndarray, gallery: np.ndarray, positive_rows: np.ndarra
     return int((scores > best).sum() + (scores[:best_row] == best).sum())
 
 
+INDEXES = ("flat", "ivf", "hnsw", "chunked", "rerank")
+STREAMED = ("chunked", "rerank")  # read the gallery in chunks (memory maps welcome), never copy it
+_NEVER = np.iinfo(np.int64).max  # the rank of a query whose positive was not found
+
+
+def _positive_lists(p: _Prepared) -> tuple[np.ndarray, np.ndarray]:
+    """Pairs sorted by query: the positives of query q are ``pg[lo:hi]`` with ``lo, hi`` from ``pq``."""
+    order = np.argsort(p.pair_q, kind="stable")
+    return p.pair_q[order], p.pair_g[order]
+
+
+def _list_ranks(p: _Prepared, q_ids: np.ndarray, scores: np.ndarray, rows: np.ndarray, complete: bool,
+                k_max: int, exact_ranks) -> np.ndarray:
+    """Rank of each listed query's best positive, from its exact top-m list (m = k_max + 1 unless the list is
+    the whole gallery, ``complete``): the position of the first positive when it scores above the last listed
+    score (every row ahead of it is then in the list, whatever order FAISS gave rows tied at the boundary);
+    ``exact_ranks(queries)`` for the few whose answer hangs on rows tied with the last listed score."""
+    ng = len(p.gallery_rows)
+    # (query, gallery) pair keys: membership of every listed row in its query's positives, vectorised
+    pair_keys = np.unique(p.pair_q * ng + p.pair_g)
+    is_pos = np.isin(q_ids[:, None] * ng + rows, pair_keys) & (rows >= 0)  # -1 (no result) aliases nothing
+    found, first = is_pos.any(1), is_pos.argmax(1)
+    if complete:
+        return np.where(found, first, _NEVER)
+    last = scores[:, -1]
+    certain = found & (scores[np.arange(len(rows)), first] > last)
+    rank = np.where(certain, first, _NEVER)
+    # Otherwise the best positive scores <= the last listed score. Fewer than k_max rows strictly above it
+    # means a tie at the boundary that may decide a hit: re-rank those few queries exactly.
+    ahead = (scores > last[:, None]).sum(1)
+    if (unsure := np.flatnonzero(~certain & (ahead < k_max))).size:
+        rank[unsure] = exact_ranks(q_ids[unsure])
+    return rank
+
+
 def _faiss_hits(p: _Prepared, ks: tuple[int, ...], index: str, gpu: bool, batch_size: int,
                 index_kwargs: dict) -> np.ndarray:
     ng, k_max = len(p.gallery), max(ks)
     exact = index == "flat"
-    # One extra neighbour: a positive scoring above the last retrieved score has every row ahead of it in the
-    # list, so its rank is exact whatever order FAISS gave the rows tied at the boundary.
+    # One extra neighbour: see _list_ranks
     m = min(k_max + 1 if exact else k_max, ng)
     idx = build_index(p.gallery, kind=index, gpu=gpu, normalise=False, **index_kwargs)
     scores, rows = search(idx, p.queries, m, batch_size=batch_size, normalise=False)
     del idx
-    # (query, gallery) pair keys: membership of every retrieved row in its query's positives, vectorised
-    pair_keys = np.unique(p.pair_q * ng + p.pair_g)
-    keys = np.arange(len(rows), dtype=np.int64)[:, None] * ng + rows
-    is_pos = np.isin(keys, pair_keys) & (rows >= 0)  # -1 (no result) must not alias the previous query's rows
-    found = is_pos.any(1)
-    first = is_pos.argmax(1)
-    never = np.iinfo(np.int64).max
-    if not exact or m == ng:  # approximate: as retrieved; whole gallery listed: exact
-        rank = np.where(found, first, never)
-    else:
-        last = scores[:, -1]
-        certain = found & (scores[np.arange(len(rows)), first] > last)
-        rank = np.where(certain, first, never)
-        # Otherwise the best positive scores <= the last listed score. Fewer than k_max rows strictly above it
-        # means a tie at the boundary that may decide a hit: re-rank those few queries exactly.
-        ahead = (scores > last[:, None]).sum(1)
-        if (unsure := np.flatnonzero(~certain & (ahead < k_max))).size:
-            order = np.argsort(p.pair_q, kind="stable")
-            pq, pg = p.pair_q[order], p.pair_g[order]
-            for q in unsure:
-                lo, hi = np.searchsorted(pq, [q, q + 1])
-                rank[q] = _exact_rank(p.queries[q], p.gallery, pg[lo:hi])
+    pq, pg = _positive_lists(p)
+
+    def exact_ranks(queries: np.ndarray) -> list[int]:
+        return [_exact_rank(p.queries[q], p.gallery, pg[slice(*np.searchsorted(pq, [q, q + 1]))]) for q in queries]
+
+    # approximate indexes: the lists as retrieved; whole gallery listed: exact
+    rank = _list_ranks(p, np.arange(len(rows)), scores, rows, not exact or m == ng, k_max, exact_ranks)
+    return np.stack([rank < k for k in ks], axis=1)
+
+
+def _streamed_exact_ranks(p: _Prepared, q_ids: np.ndarray) -> np.ndarray:
+    """:func:`_exact_rank` for several queries against the chunked gallery: two passes, the first finds each
+    query's best positive with the same arithmetic the second counts with."""
+    pq, pg = _positive_lists(p)
+    queries = p.queries[q_ids]
+    best = np.full(len(q_ids), -np.inf, dtype=np.float32)
+    best_row = np.full(len(q_ids), _NEVER, dtype=np.int64)
+    lo, hi = np.searchsorted(pq, q_ids), np.searchsorted(pq, q_ids + 1)
+    owner = np.repeat(np.arange(len(q_ids)), hi - lo)
+    positives = np.concatenate([pg[a:b] for a, b in zip(lo, hi)])
+    for start, block in p.reader.chunks():
+        inside = (positives >= start) & (positives < start + len(block))
+        if not inside.any():
+            continue
+        who, row = owner[inside], positives[inside]
+        score = (queries @ block.T)[who, row - start]  # as rows_ahead computes it, so ties compare equal
+        for i, r, sc in zip(who, row, score):
+            if sc > best[i] or (sc == best[i] and r < best_row[i]):
+                best[i], best_row[i] = sc, r
+    return rows_ahead(queries, p.reader, best, best_row)
+
+
+def _streamed_exact_list_ranks(p: _Prepared, q_ids: np.ndarray, k_max: int, gpu: bool) -> np.ndarray:
+    """Exact ranks (capped past k_max) of these queries' best positives: one exhaustive pass over the chunks."""
+    m = min(k_max + 1, p.reader.n)
+    scores, rows = exact_search(p.queries[q_ids], p.reader, m, gpu=gpu)
+    return _list_ranks(p, q_ids, scores, rows, m == p.reader.n, k_max, lambda q: _streamed_exact_ranks(p, q))
+
+
+def _rerank_hits(p: _Prepared, ks: tuple[int, ...], gpu: bool, info: dict, nlist: int | None = None,
+                 nprobe: int | None = None, k_prime: int | None = None, fallback: str = "exact",
+                 verify: int = 1000, seed: int = 0) -> np.ndarray:
+    """Hits from IVF candidates re-ranked exactly (xmodal.evaluation.rerank); queries the certificate does
+    not cover are searched exhaustively (``fallback="exact"``: the result is exact search's), or kept as
+    re-ranked (``"none"``), a sample of ``verify`` of them checked exactly to measure the difference."""
+    if fallback not in ("exact", "none"):
+        raise ValueError(f"rerank: fallback must be 'exact' or 'none', got {fallback!r}")
+    k_max, ng = max(ks), p.reader.n
+    cindex = build_candidate_index(p.reader, nlist, seed=seed)
+    nprobe = nprobe or max(1, len(cindex.centroids) // 128)
+    k_prime = max(k_max, k_prime or 10 * k_max)
+    scores, rows, certified = certified_search(cindex, p.queries, p.reader, k_max, k_prime, nprobe)
+    del cindex
+    q_ids = np.arange(len(rows))
+    # certified lists hold the exact top k_max: the first positive's position is its rank
+    rank = _list_ranks(p, q_ids, scores, rows, True, k_max, None)
+    unsure = np.flatnonzero(~certified)
+    info.update(rerank_queries=len(rows), rerank_nprobe=nprobe, rerank_k_prime=min(k_prime, ng),
+                rerank_certified=int(certified.sum()),
+                rerank_exact_fallback=0, rerank_uncertified=0)
+    if unsure.size and fallback == "exact":
+        rank[unsure] = _streamed_exact_list_ranks(p, unsure, k_max, gpu)
+        info["rerank_exact_fallback"] = int(unsure.size)
+    elif unsure.size:
+        sample = np.sort(np.random.default_rng(seed).choice(unsure, min(verify, unsure.size), replace=False))
+        info.update(rerank_uncertified=int(unsure.size), rerank_verified=int(sample.size))
+        if sample.size:
+            exact = _streamed_exact_list_ranks(p, sample, k_max, gpu)
+            for k in ks:
+                info[f"rerank_differ@{k}"] = int(((rank[sample] < k) != (exact < k)).sum())
     return np.stack([rank < k for k in ks], axis=1)
 
 
@@ -324,6 +404,17 @@ def recall_at_k(queries: np.ndarray, gallery: np.ndarray, positives: Sequence[It
     ``return_hits`` adds ``hits`` (bool, evaluated queries x ks) and their original ``query_rows``.
     ``names`` / ``positives_name`` label the arrays in error messages. ``index_kwargs`` go to
     :func:`build_index` (``nlist``, ``nprobe``, ``hnsw_m``, ...).
+
+    ``index="chunked"``: exact search without copying the gallery (an array or a memory-mapped ``.npy``):
+    it is read and normalised in chunks, each searched exhaustively, so memory holds one chunk.
+    ``index="rerank"``: the gallery (an array or a memory-mapped ``.npy``) is read in chunks, never copied;
+    an IVF index over 8-bit codes proposes ``k_prime`` candidates per query (default 10 x max k), re-ranked
+    exactly in fp32, and a query whose list is not certified exact (xmodal.evaluation.rerank) is searched
+    exhaustively, so the recalls are exact search's. ``index_kwargs``: ``nlist``, ``nprobe`` (default
+    nlist / 128), ``k_prime``, ``fallback="none"`` to keep uncertified lists as they are and ``verify``
+    (default 1000) of them checked exactly. Extra keys: ``rerank_certified``, ``rerank_exact_fallback``,
+    ``rerank_uncertified``, ``rerank_verified`` and ``rerank_differ@k`` (sampled queries whose hit at k
+    differs from exact search).
     """
     ks = _check_ks(ks)
     queries, gallery = _check_array(queries, names[0]), _check_array(gallery, names[1])
@@ -343,9 +434,42 @@ def recall_at_k_pairs(queries: np.ndarray, gallery: np.ndarray, pair_query: np.n
     no Python set per query, for million-row inputs (the CLI's path). ``row_ids`` optionally labels
     rows in error messages, e.g. ``("image_index", ids)``."""
     ks = _check_ks(ks)
+    stream = index in STREAMED
     p = _prepare(queries, gallery, np.asarray(pair_query, dtype=np.int64), np.asarray(pair_gallery, dtype=np.int64),
-                 skip_invalid=skip_invalid, names=names, positives_name=positives_name, row_ids=row_ids)
-    return _result(p, ks, _faiss_hits(p, ks, index, gpu, batch_size, index_kwargs), return_hits)
+                 skip_invalid=skip_invalid, names=names, positives_name=positives_name, row_ids=row_ids, stream=stream)
+    if not stream:
+        return _result(p, ks, _faiss_hits(p, ks, index, gpu, batch_size, index_kwargs), return_hits)
+    info: dict = {}
+    if index == "chunked":
+        rank = _streamed_exact_list_ranks(p, np.arange(len(p.queries)), max(ks), gpu)
+        hits = np.stack([rank < k for k in ks], axis=1)
+    else:
+        hits = _rerank_hits(p, ks, gpu, info, **index_kwargs)
+    return {**_result(p, ks, hits, return_hits), **info}
+
+
+def rerank_summary(result: dict, ks: Sequence[int]) -> str | None:
+    """One line on how an ``index="rerank"`` result relates to exact search, None for other indexes: how many
+    queries were certified, searched exhaustively, or (``fallback="none"``) left uncertified, with the
+    difference from exact search measured on the verified sample."""
+    if "rerank_certified" not in result:
+        return None
+    n = result["num_queries"]
+    line = f"rerank: {result['rerank_certified']:,} of {n:,} queries certified identical to exact search"
+    if result["rerank_exact_fallback"]:
+        line += f", {result['rerank_exact_fallback']:,} searched exhaustively: R@K identical to exact search"
+    elif not result["rerank_uncertified"]:
+        line += ": R@K identical to exact search"
+    else:
+        checked = result.get("rerank_verified", 0)
+        line += (f"; {result['rerank_uncertified']:,} not certified (fallback none): R@k may differ from exact search "
+                 f"by up to {100 * result['rerank_uncertified'] / n:.2f} points")
+        if checked:
+            scale = result["rerank_uncertified"] / checked
+            line += f"; on {checked:,} of them searched exactly, hits differ at " + ", ".join(
+                f"k={k}: {result[f'rerank_differ@{k}']} (about {100 * scale * result[f'rerank_differ@{k}'] / n:.2f} "
+                f"points over all)" for k in ks)
+    return line
 
 
 def dense_recall_at_k(queries: np.ndarray, gallery: np.ndarray, positives: Sequence[Iterable[int]],
@@ -412,7 +536,8 @@ def image_text_recalls(image_emb: np.ndarray, text_emb: np.ndarray, text_to_imag
     ``image_retrieval_recall@k`` (text -> image: each caption a query, its image the one positive),
     ``text_retrieval_recall@k`` (image -> text: each image a query, its captions the positives) and
     ``mean_recall``, the mean of all of them (rsum / 6 for k = 1, 5, 10). With ``skip_invalid`` also
-    ``{image,text}_retrieval_skipped_{queries,gallery}``. ``kwargs`` go to :func:`recall_at_k_pairs`.
+    ``{image,text}_retrieval_skipped_{queries,gallery}``; with ``index="rerank"`` the ``rerank_*`` counts of
+    :func:`recall_at_k_pairs` as ``{image,text}_retrieval_rerank_*``. ``kwargs`` go to :func:`recall_at_k_pairs`.
     """
     ks = _check_ks(ks)
     image_emb, text_emb = _check_array(image_emb, names[0]), _check_array(text_emb, names[1])
@@ -433,6 +558,8 @@ def image_text_recalls(image_emb: np.ndarray, text_emb: np.ndarray, text_to_imag
     for prefix, res in (("image_retrieval", t2i_res), ("text_retrieval", i2t_res)):
         out.update({f"{prefix}_recall@{k}": res[f"recall@{k}"] for k in ks})
     out["mean_recall"] = float(np.mean(list(out.values())))
+    for prefix, res in (("image_retrieval", t2i_res), ("text_retrieval", i2t_res)):
+        out.update({f"{prefix}_{key}": value for key, value in res.items() if key.startswith("rerank_")})
     if skip_invalid:
         for prefix, res in (("image_retrieval", t2i_res), ("text_retrieval", i2t_res)):
             out[f"{prefix}_skipped_queries"] = res["skipped_queries"]

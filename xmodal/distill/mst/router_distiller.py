@@ -51,7 +51,9 @@ class MSTRouterDistiller(MaskedExpertsModel):
     student through the GateNet input), ``load_balance`` (loss config), ``w_task``/``w_kl``/``w_lb``,
     ``kl_decay``/``lb_decay`` (``dict(factor, every)``), ``decay_at_epoch0``, ``gate`` (``"GateNet"``, or
     ``"GateNetDense"`` for segmentation students whose logits are (B, C, H, W)), ``teacher_cache``
-    (``dict(dir=None, batch_size=256)``: the experts' logits on the training split are computed once)."""
+    (``dict(dir=None, batch_size=256)``: the experts' logits on the training split are computed once),
+    ``expert_chunk`` (samples per expert forward: a MaskNet's attention holds chunk x heads x D x D floats,
+    2.2 GB for D = 596 at batch 512, so large batches are run through the experts in slices)."""
 
     stage = 3
     cache_hook = "TeacherCacheHook"  # teacher_cache=dict(dir=..., batch_size=...) caches every expert's logits
@@ -62,10 +64,13 @@ class MSTRouterDistiller(MaskedExpertsModel):
                  detach_gate_input: bool = False, temperature: float = 4.0, gate: str = "GateNet",
                  load_balance: dict | None = None, w_task: float = 1.0, w_kl: float = 1.0, w_lb: float = 1.0,
                  kl_decay: dict | None = None, lb_decay: dict | None = None, decay_at_epoch0: bool = True,
-                 init_from: str | None = None, teacher_cache: dict | None = None,
+                 init_from: str | None = None, teacher_cache: dict | None = None, expert_chunk: int = 64,
                  data_preprocessor: dict | None = None, init_cfg: dict | None = None) -> None:
         super().__init__(student, teachers, mask_layers, mask_shapes, hidden_factor, num_heads, stack_masks,
                          init_from, teacher_cache, data_preprocessor, init_cfg)
+        if expert_chunk < 1:
+            raise ValueError(f"MSTRouterDistiller: expert_chunk must be >= 1, got {expert_chunk}")
+        self.expert_chunk = int(expert_chunk)
         ways = len(self.experts)
         if not 1 <= top_k <= ways:
             raise ValueError(f"top_k={top_k} must be between 1 and the number of experts ({ways})")
@@ -100,8 +105,18 @@ class MSTRouterDistiller(MaskedExpertsModel):
     # -- experts: live or cached -----------------------------------------------------------------
     @torch.no_grad()
     def all_expert_logits(self, batch: dict) -> torch.Tensor:
-        """(B, ways, C) logits of every expert, computed by the frozen teachers."""
-        return torch.stack([expert_logits(self.teachers, self.masks, e, batch).float() for e in self.experts], 1)
+        """(B, ways, C) logits of every expert, computed by the frozen teachers ``expert_chunk`` samples at a
+        time (frozen, in eval mode: each sample's logits do not depend on the others)."""
+        n = next(len(v) for v in batch.values() if isinstance(v, torch.Tensor) and v.dim())
+        per_sample = {k for k, v in batch.items()
+                      if isinstance(v, (torch.Tensor, list)) and (not isinstance(v, torch.Tensor) or v.dim())
+                      and len(v) == n}
+        parts = []
+        for lo in range(0, n, self.expert_chunk):
+            part = {k: v[lo:lo + self.expert_chunk] if k in per_sample else v for k, v in batch.items()}
+            parts.append(torch.stack([expert_logits(self.teachers, self.masks, e, part).float()
+                                      for e in self.experts], 1))
+        return torch.cat(parts)
 
     def cache_key(self, dataset_fingerprint: str) -> str:
         return fingerprint([self.teachers, self.masks], self.expert_names, self.stack_masks, dataset_fingerprint)
